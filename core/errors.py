@@ -1,0 +1,95 @@
+"""The typed errors babelplug raises. Every one derives from :class:`BabelplugError`.
+
+Each error says what is wrong and where: the model, plugin, file, line or field
+concerned. The CLI prints ``str(error)`` on one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class BabelplugError(Exception):
+    """Base class of every error babelplug raises on purpose."""
+
+
+def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> str:
+    """A ``did you mean`` suffix listing the candidates closest to ``word``."""
+    pool = sorted(set(candidates))
+    close = difflib.get_close_matches(word, pool, n=n, cutoff=0.5)
+    if close:
+        return "; did you mean " + ", ".join(repr(c) for c in close) + "?"
+    if pool:
+        shown = ", ".join(pool[:12]) + (", ..." if len(pool) > 12 else "")
+        return f"; known: {shown}"
+    return ""
+
+
+class UnknownNameError(BabelplugError, KeyError):
+    """A name (model, backend, task, chat format, hub) that nothing registered."""
+
+    kind = "name"
+
+    def __init__(self, name: str, known: Iterable[str] = (), hint: str = ""):
+        self.name = name
+        super().__init__(f"unknown {self.kind} {name!r}{close_matches(name, known)}{hint}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class UnknownModelError(UnknownNameError):
+    kind = "model"
+
+
+class UnknownBackendError(UnknownNameError):
+    kind = "backend"
+
+
+class UnknownTaskError(UnknownNameError):
+    kind = "task"
+
+
+class UnknownChatFormatError(UnknownNameError):
+    kind = "chat format"
+
+
+class UnknownHubError(UnknownNameError):
+    kind = "hub"
+
+
+class PluginError(BabelplugError):
+    """A plugin failed to import, registered something invalid, or broke the contract."""
+
+
+class SpecError(BabelplugError):
+    """A JSON document (task, model entry, options, parameters) breaks its schema.
+
+    ``source`` names the file or object checked, ``path`` the JSON path of the
+    offending value (``$.prompt.choices[1]``).
+    """
+
+    def __init__(self, source: str, path: str, message: str):
+        self.source, self.path, self.message = source, path, message
+        super().__init__(f"{source}: {path}: {message}")
+
+
+class OptionError(SpecError):
+    """Unknown or invalid load option or generation parameter."""
+
+
+class DataError(BabelplugError):
+    """A data record is malformed: names ``file:line`` and the field."""
+
+    def __init__(self, file: str, line: int, field: str, message: str):
+        self.file, self.line, self.field = file, line, field
+        super().__init__(f"{file}:{line}: field {field!r}: {message}")
+
+
+class CapabilityError(BabelplugError):
+    """A backend was asked for an operation it does not declare."""
+
+
+class ModelLoadError(BabelplugError):
+    """The model folder is missing, incomplete or inconsistent."""

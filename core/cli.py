@@ -1,0 +1,226 @@
+"""The ``babelplug`` command line.
+
+Errors print as one line (``babelplug: error: ...``) with exit status 2; pass
+``--debug`` for the traceback. Listing commands never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import BabelplugError
+
+
+def _pairs(items: Sequence[str] | None, what: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to a dict; values parse as JSON when they can."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise BabelplugError(f"{what} {item!r}: expected KEY=VALUE")
+        try:
+            out[key.replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = raw
+    return out
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", required=True, help="catalog name or alias, local folder, or hub id")
+    p.add_argument("--backend", "-b", help="backend to use (default: the catalog's or the folder's)")
+    p.add_argument("--hub", help="where the weights come from (huggingface, local, ...)")
+    p.add_argument("--revision", help="hub revision: branch, tag or commit")
+    p.add_argument("--batch-size", type=int, help="requests per forward pass")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="load option (repeatable; JSON values)")
+
+
+def _add_gen_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--param", "-p", action="append", metavar="KEY=VALUE", help="generation parameter (repeatable; JSON values)")
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .loading import load
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    options = _pairs(args.option, "--option")
+    if args.batch_size is not None:
+        options["batch_size"] = args.batch_size
+    return load(args.model, backend=args.backend, hub=args.hub, revision=args.revision, **options)
+
+
+def _gen_params(args: argparse.Namespace) -> dict[str, Any]:
+    from .model import check_generation_params
+
+    params = _pairs(args.param, "--param")
+    if args.max_new_tokens is not None:
+        params["max_new_tokens"] = args.max_new_tokens
+    return check_generation_params(params)
+
+
+def cmd_plugins(args: argparse.Namespace) -> None:
+    from .manager import registry
+
+    reg = registry()
+    for name, origin in reg.plugins.items():
+        owned = sorted(f"{kind} {thing}" for (kind, thing), owner in reg.owners.items() if owner == name and kind != "model alias")
+        print(f"{name} ({origin}): {', '.join(owned) or 'hooks only'}")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from .manager import registry
+
+    reg = registry()
+    for entry in reg.models.values():
+        hubs = ", ".join(f"{hub}:{ref.id}" + (f"@{ref.revision}" if ref.revision else "") for hub, ref in entry.hubs.items())
+        aliases = f"  aliases: {', '.join(entry.aliases)}" if entry.aliases else ""
+        print(f"{entry.name:<28} {entry.backend:<12} {hubs}{aliases}")
+    if args.options:
+        for name, cls in reg.backends.items():
+            print(f"\noptions of backend {name!r}:")
+            print(json.dumps(cls.options_schema.get("properties", {}), indent=2))
+
+
+def cmd_tasks(args: argparse.Namespace) -> None:
+    from .tasks import load_task
+    from .manager import registry
+
+    for name in registry().tasks:
+        task = load_task(name)
+        langs = ",".join(task.languages) or "-"
+        print(f"{name:<16} {task.kind:<16} {langs}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from .runner import run
+    from .tasks import load_task
+
+    task = load_task(args.task)  # checked before the model loads
+    output = args.output or f"babelplug-runs/{task.name}"
+    model = _load(args)
+    report = run(task, model, data=args.data, languages=args.languages, limit=args.limit, output=output,
+                 seed=args.seed, progress=not args.no_progress)  # fmt: skip
+    metrics = list(report.metrics)
+    print(f"{'language':<10}" + "".join(f"{m:>10}" for m in metrics) + f"{'n':>6}")
+    for lang, row in report.per_language.items():
+        print(f"{lang:<10}" + "".join(f"{row[m]:>10.4f}" for m in metrics) + f"{row['n']:>6}")
+    print(f"{'all':<10}" + "".join(f"{report.metrics[m]:>10.4f}" for m in metrics) + f"{len(report.samples):>6}")
+    print(f"results: {report.output / 'results.json'}")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    if args.file:
+        handle = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+        with handle:
+            rows = [json.loads(line) for line in handle if line.strip()]
+        requests = [(r.get("context", ""), r["continuation"]) for r in rows]
+    elif args.continuation is not None:
+        requests = [(args.context, args.continuation)]
+    else:
+        raise BabelplugError("score: give --continuation (and --context), or --file JSONL")
+    model = _load(args)
+    for (ctx, cont), s in zip(requests, model.score(requests)):
+        print(json.dumps({"context": ctx, "continuation": cont, "logprob": s.logprob, "num_tokens": s.num_tokens,
+                          "is_greedy": s.is_greedy}, ensure_ascii=False))  # fmt: skip
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    params = _gen_params(args)
+    model = _load(args)
+    for text in model.generate(args.prompts, **params):
+        print(json.dumps(text, ensure_ascii=False) if args.json else text)
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    params = _gen_params(args)
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [{"role": "user", "content": args.message}]
+    model = _load(args)
+    if args.show_prompt:
+        print(model.format_chat(messages))
+        return
+    print(model.chat(messages, **params))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import demo
+
+    demo(limit=args.limit, languages=args.languages, threads=args.threads or 1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="babelplug", description="One task, any multilingual model, any hub.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("plugins", help="list loaded plugins and what they register").set_defaults(func=cmd_plugins)
+    p = sub.add_parser("models", help="list the model catalog")
+    p.add_argument("--options", action="store_true", help="also print each backend's load options")
+    p.set_defaults(func=cmd_models)
+    sub.add_parser("tasks", help="list registered tasks").set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("run", help="run a task on a model and write DIR/results.json")
+    p.add_argument("task", help="registered task name or task JSON file")
+    _add_model_args(p)
+    p.add_argument("--data", help="JSONL data file replacing the task's ('{language}' allowed)")
+    p.add_argument("--languages", "-l", nargs="+", help="language variants to run (default: all)")
+    p.add_argument("--limit", type=int, help="at most N records per language")
+    p.add_argument("--output", help="output folder (default: babelplug-runs/TASK)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("score", help="log-probability of continuations given contexts (JSON lines out)")
+    _add_model_args(p)
+    p.add_argument("--context", default="")
+    p.add_argument("--continuation")
+    p.add_argument("--file", help="JSONL of {context, continuation}; '-' for stdin")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("generate", help="complete prompts")
+    _add_model_args(p)
+    _add_gen_args(p)
+    p.add_argument("prompts", nargs="+")
+    p.add_argument("--json", action="store_true", help="print each completion as a JSON string")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("chat", help="one chat turn in the model's chat format")
+    _add_model_args(p)
+    _add_gen_args(p)
+    p.add_argument("message")
+    p.add_argument("--system")
+    p.add_argument("--show-prompt", action="store_true", help="print the formatted prompt instead of replying")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("demo", help="zero-shot XCOPA on every built-in backend, on embedded tiny models")
+    p.add_argument("--limit", type=int, help="at most N items per language")
+    p.add_argument("--languages", "-l", nargs="+")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except BabelplugError as exc:
+        if args.debug:
+            raise
+        print(f"babelplug: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("babelplug: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,6 +32,11 @@ class ModelEntry:
     source: str = ""
     """The file or plugin the entry came from."""
 
+    def __post_init__(self) -> None:
+        hubs = {k: v if isinstance(v, HubRef) else HubRef(v["id"], v.get("revision")) for k, v in self.hubs.items()}
+        object.__setattr__(self, "hubs", hubs)
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], *, source: str = "", backend: str | None = None) -> ModelEntry:
         """Build an entry from its JSON form, checked against the schema."""
@@ -39,12 +44,11 @@ class ModelEntry:
         if backend and "backend" not in doc:
             doc["backend"] = backend
         validate(doc, {"$defs": schema("model")["$defs"], "$ref": "#/$defs/entry"}, source or f"model entry {doc.get('name')!r}")
-        hubs = {k: HubRef(v["id"], v.get("revision")) for k, v in doc.get("hubs", {}).items()}
         return cls(
             name=doc["name"],
             backend=doc["backend"],
             aliases=tuple(doc.get("aliases", ())),
-            hubs=hubs,
+            hubs=doc.get("hubs", {}),
             options=dict(doc.get("options", {})),
             chat_format=doc.get("chat_format"),
             description=doc.get("description", ""),

@@ -46,7 +46,11 @@ class LocalHub(Hub):
     name = "local"
 
     def __init__(self, root: str | os.PathLike[str] | None = None):
-        self.root = Path(root or os.environ.get("BABELPLUG_LOCAL_ROOT", "."))
+        self._root = root
+
+    @property
+    def root(self) -> Path:
+        return Path(self._root or os.environ.get("BABELPLUG_LOCAL_ROOT", "."))
 
     def resolve(self, repo_id: str, revision: str | None, offline: bool) -> Path:
         path = self.root / repo_id

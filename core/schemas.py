@@ -42,8 +42,13 @@ def validate(doc: Any, schema_doc: dict[str, Any], source: str, error: type[Spec
 
 
 def _message(err: Any) -> str:
-    if err.validator == "additionalProperties":
-        return err.message.replace("Additional properties are not allowed", "unknown key(s)")
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        from .errors import close_matches
+
+        allowed = list(err.schema.get("properties", {}))
+        extra = [k for k in err.instance if k not in allowed]
+        if extra:
+            return f"unknown key {extra[0]!r}{close_matches(extra[0], allowed)}"
     return err.message
 
 

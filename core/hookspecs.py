@@ -37,11 +37,13 @@ hookimpl = pluggy.HookimplMarker("babelplug")
 def register_backends(register: Callable[..., None]) -> None:
     """Register backend classes and the catalog entries they serve.
 
-    :param register: ``register(backend_cls, models=(), override=False)``.
-        ``backend_cls`` is a :class:`~babelplug.backend.Backend` subclass;
-        ``models`` is an iterable of catalog entries, each a mapping that
-        ``specs/model.schema.json`` accepts, or a path to a JSON catalog file
-        (``{"models": [...]}``). Entries without a ``backend`` key get this one.
+    :param register: ``register(backend_cls=None, models=(), override=False)``.
+        ``backend_cls`` is a :class:`~babelplug.backend.Backend` subclass (or
+        ``None`` to add catalog entries only); ``models`` is an iterable of
+        catalog entries, each a :class:`~babelplug.catalog.ModelEntry`, a
+        mapping that ``specs/model.schema.json`` accepts, or the path of a JSON
+        catalog file (``{"models": [...]}``). Entries without a ``backend`` key
+        get ``backend_cls``'s name.
     """
 
 

@@ -97,7 +97,12 @@ def resolve(model: str | os.PathLike[str], *, backend: str | None = None, hub: s
         if entry.hubs and hub not in entry.hubs:
             raise ModelLoadError(f"model {entry.name!r} has no id on hub {hub!r}; it is on: {', '.join(entry.hubs)}")
         if cls is None and entry.backend:
-            cls = backend_class(reg, entry.backend)
+            if entry.backend not in reg.backends:
+                raise UnknownBackendError(
+                    entry.backend, reg.backends,
+                    f" (catalog entry {entry.name!r}, {entry.source or 'a plugin'}: no loaded plugin provides it)",
+                )  # fmt: skip
+            cls = reg.backends[entry.backend]
         revision = revision or entry.hubs[hub].revision
         target = Target(entry.name, entry, cls, hub, revision)
     defaults: dict[str, Any] = dict(target.entry.options) if target.entry else {}

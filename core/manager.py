@@ -31,6 +31,7 @@ GROUP = "babelplug"
 
 #: Built-in plugins: (name, module), loaded exactly like entry points.
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("catalog", "babelplug.plugins.catalog"),
     ("chat_formats", "babelplug.plugins.chat_formats"),
     ("hubs", "babelplug.plugins.hubs"),
     ("tasks", "babelplug.plugins.tasks"),
@@ -134,17 +135,20 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
 
 
 def _backend_register(reg: Registry, plugin: str) -> Callable[..., None]:
-    def register(backend_cls: type[Backend], models: Iterable[Any] = (), override: bool = False) -> None:
-        if not (isinstance(backend_cls, type) and issubclass(backend_cls, Backend)):
-            raise PluginError(f"plugin {plugin!r} registered {backend_cls!r}, not a Backend subclass")
-        backend_cls.check_contract()
-        reg._claim("backend", backend_cls.name, plugin, reg.backends, override)
-        reg.backends[backend_cls.name] = backend_cls
+    def register(backend_cls: type[Backend] | None = None, models: Iterable[Any] = (), override: bool = False) -> None:
+        default = None
+        if backend_cls is not None:
+            if not (isinstance(backend_cls, type) and issubclass(backend_cls, Backend)):
+                raise PluginError(f"plugin {plugin!r} registered {backend_cls!r}, not a Backend subclass")
+            backend_cls.check_contract()
+            reg._claim("backend", backend_cls.name, plugin, reg.backends, override)
+            reg.backends[backend_cls.name] = backend_cls
+            default = backend_cls.name
         for item in models:
             entries = (
-                read_catalog(Path(item), backend=backend_cls.name)
+                read_catalog(Path(item), backend=default)
                 if isinstance(item, (str, os.PathLike))
-                else [item if isinstance(item, ModelEntry) else ModelEntry.from_dict(item, backend=backend_cls.name)]
+                else [item if isinstance(item, ModelEntry) else ModelEntry.from_dict(item, backend=default)]
             )
             for entry in entries:
                 _add_model(reg, entry, plugin, override)

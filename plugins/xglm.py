@@ -10,11 +10,10 @@ from collections.abc import Callable
 
 from babelplug.hf import TransformersBackend
 from babelplug.hookspecs import hookimpl
-from babelplug.schemas import specs_dir
 
 
 class XGLMBackend(TransformersBackend):
-    """XGLMForCausalLM through transformers."""
+    """XGLMForCausalLM through transformers (catalog: ``specs/models/xglm.json``)."""
 
     name = "xglm"
     model_types = ("xglm",)
@@ -25,4 +24,4 @@ class XGLMBackend(TransformersBackend):
 
 @hookimpl
 def register_backends(register: Callable[..., None]) -> None:
-    register(XGLMBackend, models=[specs_dir() / "models" / "xglm.json"])
+    register(XGLMBackend)

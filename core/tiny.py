@@ -17,8 +17,9 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(d_model=64, layers=2, heads=4, ffn=128, vocab=2000),
@@ -63,16 +64,21 @@ def corpus() -> list[str]:
     return list(dict.fromkeys(lines + list(CARD_EXAMPLES)))
 
 
-def _train_unigram(lines: list[str], vocab_size: int, seed: int) -> bytes:
-    """Train a sentencepiece unigram model (ids unk=0, bos=1, eos=2, no pad) and return its bytes."""
+def _train_unigram(lines: list[str], vocab_size: int, seed: int, ids: tuple[int, int, int, int] = (0, 1, 2, -1)) -> bytes:
+    """Train a sentencepiece unigram model and return its bytes.
+
+    ``ids`` are the (unk, bos, eos, pad) ids; -1 leaves one out. The default is
+    XGLM's and Llama's layout; T5/mT5 use pad=0, eos=1, unk=2 and no bos.
+    """
     import sentencepiece as spm
 
+    unk, bos, eos, pad = ids
     spm.set_random_generator_seed(seed)
     out = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines), model_writer=out, model_type="unigram", vocab_size=vocab_size,
         character_coverage=1.0, num_threads=1, shuffle_input_sentence=False, input_sentence_size=0,
-        hard_vocab_limit=False, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
+        hard_vocab_limit=False, unk_id=unk, bos_id=bos, eos_id=eos, pad_id=pad, minloglevel=2,
         # Not XGLM's nmt_nfkc: tokenizers' Precompiled normalizer composes per grapheme, unlike
         # sentencepiece, so slow and fast ids differed on decomposed Tamil vowel signs in XCOPA.
         normalization_rule_name="identity",
@@ -91,8 +97,7 @@ def _build_xglm(dest: Path, size: dict[str, int], seed: int) -> None:
     vocab_file.write_bytes(_train_unigram(lines, size["vocab"] - 8, seed))
     slow = XGLMTokenizer(vocab_file=str(vocab_file), model_max_length=max_pos)
     fast = XGLMTokenizerFast(vocab_file=str(vocab_file), model_max_length=max_pos, from_slow=True)
-    if len(slow) != len(fast) or slow(lines).input_ids != fast(lines).input_ids:
-        raise RuntimeError("XGLM slow and fast tokenizers disagree on the training corpus")
+    _check_same_ids(slow, fast, lines, "xglm")
     fast.save_pretrained(str(dest))  # tokenizer.json, tokenizer_config.json, special_tokens_map.json, .model
 
     # The embedding matrix is padded up to the size's nominal vocabulary (as mT5 and BLOOM pad
@@ -108,7 +113,122 @@ def _build_xglm(dest: Path, size: dict[str, int], seed: int) -> None:
     model.save_pretrained(str(dest), safe_serialization=True)
 
 
-FAMILIES: dict[str, Builder] = {"xglm": _build_xglm}
+def _check_same_ids(slow: Any, fast: Any, lines: list[str], family: str) -> None:
+    if len(slow) != len(fast) or slow(lines).input_ids != fast(lines).input_ids:
+        raise RuntimeError(f"{family}: slow and fast tokenizers disagree on the training corpus")
+
+
+def _build_mt0(dest: Path, size: dict[str, int], seed: int) -> None:
+    """mT0: an mT5 unigram tokenizer (pad=0, eos=1, unk=2, 100 extra ids) and ``MT5ForConditionalGeneration``.
+
+    Only the fast tokenizer (``tokenizer.json``) is saved, as the mT0 card loads it with
+    ``AutoTokenizer``: with this identity-normalised model the slow T5 tokenizer adds a
+    lone leading ``▁`` the fast one does not, and two tokenizers that disagree would be a trap.
+    """
+    import tempfile
+
+    import torch
+    from transformers import MT5Config, MT5ForConditionalGeneration, T5TokenizerFast
+
+    extra = 100
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_file = Path(tmp) / "spiece.model"
+        vocab_file.write_bytes(_train_unigram(corpus(), size["vocab"] - extra, seed, ids=(2, -1, 1, 0)))
+        fast = T5TokenizerFast(vocab_file=str(vocab_file), extra_ids=extra, legacy=False, from_slow=True, model_max_length=512)
+        fast.vocab_file = None  # save tokenizer.json only
+        fast.save_pretrained(str(dest))
+    heads = size["heads"]
+    config = MT5Config(
+        vocab_size=max(len(fast), size["vocab"]), d_model=size["d_model"], d_kv=size["d_model"] // heads,
+        d_ff=size["ffn"], num_layers=size["layers"], num_decoder_layers=size["layers"], num_heads=heads,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    MT5ForConditionalGeneration(config).eval().save_pretrained(str(dest), safe_serialization=True)
+
+
+def _build_bloomz(dest: Path, size: dict[str, int], seed: int) -> None:
+    """BLOOMZ: a byte-level BPE tokenizer (<unk>=0, <s>=1, </s>=2, <pad>=3) and ``BloomForCausalLM``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import BloomConfig, BloomForCausalLM, BloomTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=size["vocab"], special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    bpe.train_from_iterator(corpus(), trainer=trainer)
+    fast = BloomTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                              pad_token="<pad>", padding_side="left", model_max_length=512)  # fmt: skip
+    fast.save_pretrained(str(dest))
+    config = BloomConfig(
+        vocab_size=max(len(fast), size["vocab"]), hidden_size=size["d_model"], n_layer=size["layers"],
+        n_head=size["heads"], bos_token_id=1, eos_token_id=2, pad_token_id=3,
+        hidden_dropout=0.0, attention_dropout=0.0,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    BloomForCausalLM(config).eval().save_pretrained(str(dest), safe_serialization=True)
+
+
+#: modelscope's ``configuration.json`` that selects the PolyLM text-generation pipeline.
+POLYLM_CONFIGURATION = {
+    "framework": "pytorch", "task": "text-generation",
+    "model": {"type": "polylm"}, "pipeline": {"type": "polylm-text-generation"},
+}  # fmt: skip
+
+#: Remote code in the shape of PolyLM's: it imports ``SequenceSummary`` from
+#: ``transformers.modeling_utils``, which transformers removed after 4.52.4.
+POLYLM_REMOTE_CODE = '''"""Tiny stand-in for PolyLM's remote modeling code (written for babelplug's tests)."""
+from transformers import GPT2LMHeadModel
+from transformers.modeling_utils import SequenceSummary  # noqa: F401  (removed after transformers 4.52.4)
+
+
+class PolyLMHeadModel(GPT2LMHeadModel):
+    """GPT-2 style decoder, as PolyLM's."""
+'''
+
+
+def _build_polylm(dest: Path, size: dict[str, int], seed: int, remote_code: bool = False) -> None:
+    """PolyLM: a GPT-2 style ``GPT2LMHeadModel`` with a Llama-style (slow) sentencepiece tokenizer.
+
+    As in the real checkpoints, ``</s>`` is id 2 while ``config.eos_token_id`` is the last
+    vocabulary id, and ``configuration.json`` selects modelscope's PolyLM pipeline. With
+    ``remote_code`` the folder also carries ``modeling_polylm.py`` wired through ``auto_map``.
+    """
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaTokenizer
+
+    vocab_file = dest / "tokenizer.model"
+    vocab_file.write_bytes(_train_unigram(corpus(), size["vocab"], seed))
+    # Slow tokenizer only: modelscope's PolyLM model loads it with use_fast=False, legacy=False.
+    slow = LlamaTokenizer(vocab_file=str(vocab_file), legacy=False, add_bos_token=False, model_max_length=512)
+    slow.save_pretrained(str(dest))
+    vocab = max(len(slow), size["vocab"])
+    config = GPT2Config(
+        vocab_size=vocab, n_embd=size["d_model"], n_layer=size["layers"], n_head=size["heads"],
+        n_inner=size["ffn"], n_positions=512, bos_token_id=1, eos_token_id=vocab - 1,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )  # fmt: skip
+    if remote_code:
+        (dest / "modeling_polylm.py").write_text(POLYLM_REMOTE_CODE, encoding="utf-8")
+        config.auto_map = {"AutoModelForCausalLM": "modeling_polylm.PolyLMHeadModel"}
+        config.architectures = ["PolyLMHeadModel"]
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(config).eval().save_pretrained(str(dest), safe_serialization=True)
+    (dest / "configuration.json").write_text(json.dumps(POLYLM_CONFIGURATION, indent=2) + "\n", encoding="utf-8")
+
+
+FAMILIES: dict[str, Builder] = {
+    "xglm": _build_xglm,
+    "wangchanglm": _build_xglm,  # an XGLM fine-tune: same architecture and tokenizer
+    "mt0": _build_mt0,
+    "bloomz": _build_bloomz,
+    "polylm": _build_polylm,
+    "polylm-remote": lambda dest, size, seed: _build_polylm(dest, size, seed, remote_code=True),
+}
 """Builders by model family; adding a family means adding one builder here."""
 
 

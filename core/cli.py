@@ -110,9 +110,13 @@ def cmd_run(args: argparse.Namespace) -> None:
     metrics = list(report.metrics)
     print(f"{'language':<10}" + "".join(f"{m:>10}" for m in metrics) + f"{'n':>6}")
     for lang, row in report.per_language.items():
-        print(f"{lang:<10}" + "".join(f"{row[m]:>10.4f}" for m in metrics) + f"{row['n']:>6}")
-    print(f"{'all':<10}" + "".join(f"{report.metrics[m]:>10.4f}" for m in metrics) + f"{len(report.samples):>6}")
+        print(f"{lang:<10}" + "".join(_cell(row[m]) for m in metrics) + f"{row['n']:>6}")
+    print(f"{'all':<10}" + "".join(_cell(report.metrics[m]) for m in metrics) + f"{len(report.samples):>6}")
     print(f"results: {report.output / 'results.json'}")
+
+
+def _cell(value: float | None) -> str:
+    return f"{'-':>10}" if value is None else f"{value:>10.4f}"
 
 
 def cmd_score(args: argparse.Namespace) -> None:

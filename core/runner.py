@@ -1,8 +1,8 @@
 """Running a task on a model: requests, batching, metrics, results files.
 
-Scores are appended to ``<output>/partial.jsonl`` as each chunk of requests
-finishes, so an interrupted run resumes where it stopped (same task, data and
-model); the file is removed once ``results.json`` is written.
+Model outputs are appended to ``<output>/partial.jsonl`` as each chunk of
+requests finishes, so an interrupted run resumes where it stopped (same task,
+data and model); the file is removed once ``results.json`` is written.
 """
 
 from __future__ import annotations
@@ -12,15 +12,17 @@ import json
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backend import Score
-from .errors import DataError, SpecError
+from . import metrics as metric_fns
+from . import templates
+from .backend import Message, Score
+from .errors import DataError, SpecError, close_matches
 from .model import Model
-from .tasks import Task, load_task
+from .tasks import Record, Task, load_task
 
 #: Requests per call into the model: the unit of progress and of resumption.
 CHUNK = 256
@@ -30,8 +32,8 @@ CHUNK = 256
 class Report:
     """What a run produced."""
 
-    metrics: dict[str, float]
-    per_language: dict[str, dict[str, float]]
+    metrics: dict[str, float | None]
+    per_language: dict[str, dict[str, float | None]]
     results: dict[str, Any]
     samples: list[dict[str, Any]] = field(repr=False)
     output: Path | None = None
@@ -39,32 +41,49 @@ class Report:
 
 @dataclass(frozen=True)
 class Item:
-    """One multiple-choice item, rendered."""
+    """One rendered record: a multiple-choice item, or a prompt (text or chat) with its target."""
 
     language: str | None
     file: str
     line: int
-    context: str
-    choices: tuple[str, ...]
-    answer: int
+    context: str = ""
+    choices: tuple[str, ...] = ()
+    answer: int = -1
+    prompt: str = ""
+    messages: tuple[Message, ...] = ()
+    target: str | None = None
+
+
+def _item(task: Task, rec: Record, language: str | None) -> Item:
+    prompt = task.spec["prompt"]
+    where = dict(language=language, file=rec.file, line=rec.line)
+    target = None
+    if "target" in prompt and templates.names(prompt["target"]) <= set(rec.fields) | set(task.variables(language)):
+        target = task.render(prompt["target"], rec)  # records without the optional fields have none
+    if task.kind == "generation":
+        return Item(**where, prompt=task.render(prompt["text"], rec), target=target)
+    if task.kind == "chat":
+        messages = tuple({"role": m["role"], "content": task.render(m["content"], rec)} for m in prompt["messages"])
+        return Item(**where, messages=messages, target=target)
+    choices = tuple(task.render(t, rec) for t in prompt["choices"])
+    raw = task.render(prompt["answer"], rec)
+    if not (raw.strip().isdigit() and int(raw) < len(choices)):
+        raise DataError(rec.file, rec.line, "answer", f"{raw!r} is not a choice index below {len(choices)}")
+    return Item(**where, context=task.render(prompt["context"], rec), choices=choices, answer=int(raw))
 
 
 def build_items(task: Task, languages: Sequence[str | None], data: str | os.PathLike[str] | None, limit: int | None) -> list[Item]:
-    """Render every record of every selected language into an :class:`Item`."""
+    """Render every record of every selected language (all checked before any model call)."""
+    field_name = task.spec.get("language_field")
     items = []
-    prompt = task.spec["prompt"]
     for lang, file in task.data_files(languages, data):
         for rec in task.records(lang, file, limit):
-            choices = tuple(task.render(t, rec) for t in prompt["choices"])
-            raw = task.render(prompt["answer"], rec)
-            if not (raw.strip().isdigit() and int(raw) < len(choices)):
-                raise DataError(rec.file, rec.line, "answer", f"{raw!r} is not a choice index below {len(choices)}")
-            items.append(Item(lang, rec.file, rec.line, task.render(prompt["context"], rec), choices, int(raw)))
+            items.append(_item(task, rec, lang if lang or not field_name else str(rec.fields.get(field_name))))
     return items
 
 
 def requests_of(task: Task, items: Sequence[Item]) -> list[tuple[str, str]]:
-    """The (context, continuation) score requests, choice by choice."""
+    """The (context, continuation) score requests of multiple-choice items, choice by choice."""
     sequence = task.spec.get("scoring", "continuation") == "sequence"
     return [("", it.context + c) if sequence else (it.context, c) for it in items for c in it.choices]
 
@@ -78,30 +97,38 @@ def select_languages(task: Task, languages: Sequence[str] | None) -> list[str | 
     chosen = list(languages) if languages else known
     for lang in chosen:
         if lang not in known:
-            from .errors import close_matches
-
             raise SpecError(str(task.path), "$.languages", f"no language {lang!r}{close_matches(lang, known)}")
     return chosen
 
 
-def _key(request: tuple[str, str]) -> str:
-    return hashlib.sha256(json.dumps(request, ensure_ascii=False).encode()).hexdigest()[:32]
+def _key(request: Any) -> str:
+    return hashlib.sha256(json.dumps(request, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def score_all(model: Model, requests: Sequence[tuple[str, str]], partial: Path | None, fingerprint: str, progress: bool) -> list[Score]:
-    """Score requests longest first, in chunks, reusing and appending ``partial``."""
+def resumable(
+    requests: Sequence[Any],
+    compute: Callable[[list[Any]], list[Any]],
+    partial: Path | None,
+    fingerprint: str,
+    *,
+    encode: Callable[[Any], Any] = lambda x: x,
+    decode: Callable[[Any], Any] = lambda x: x,
+    progress: bool = False,
+    desc: str = "",
+) -> list[Any]:
+    """``compute`` every request, longest first, in chunks, reusing and appending ``partial``."""
     from tqdm.auto import tqdm
 
-    done: dict[str, Score] = {}
+    done: dict[str, Any] = {}
     if partial is not None and partial.is_file():
         with partial.open(encoding="utf-8") as handle:
             lines = [json.loads(line) for line in handle if line.strip()]
         if lines and lines[0].get("fingerprint") == fingerprint:
-            done = {d["key"]: Score(d["logprob"], d["num_tokens"], d["is_greedy"]) for d in lines[1:] if "key" in d}
+            done = {d["key"]: decode(d["value"]) for d in lines[1:] if "key" in d}
         else:
             partial.unlink()
     keys = [_key(r) for r in requests]
-    todo = sorted({k: i for i, k in enumerate(keys) if k not in done}.values(), key=lambda i: -len(requests[i][0] + requests[i][1]))
+    todo = sorted({k: i for i, k in enumerate(keys) if k not in done}.values(), key=lambda i: -len(json.dumps(requests[i])))
     handle = None
     if partial is not None:
         fresh = not partial.is_file()
@@ -109,13 +136,13 @@ def score_all(model: Model, requests: Sequence[tuple[str, str]], partial: Path |
         if fresh:
             handle.write(json.dumps({"fingerprint": fingerprint}) + "\n")
     try:
-        with tqdm(total=len(requests), initial=len(requests) - len(todo), disable=not progress, unit="req", desc="score") as bar:
+        with tqdm(total=len(requests), initial=len(requests) - len(todo), disable=not progress, unit="req", desc=desc) as bar:
             for start in range(0, len(todo), CHUNK):
                 chunk = todo[start : start + CHUNK]
-                for i, s in zip(chunk, model.score([requests[i] for i in chunk])):
-                    done[keys[i]] = s
+                for i, value in zip(chunk, compute([requests[i] for i in chunk])):
+                    done[keys[i]] = value
                     if handle:
-                        handle.write(json.dumps({"key": keys[i], "logprob": s.logprob, "num_tokens": s.num_tokens, "is_greedy": s.is_greedy}) + "\n")
+                        handle.write(json.dumps({"key": keys[i], "value": encode(value)}, ensure_ascii=False) + "\n")
                 if handle:
                     handle.flush()
                 bar.update(len(chunk))
@@ -127,6 +154,43 @@ def score_all(model: Model, requests: Sequence[tuple[str, str]], partial: Path |
 
 def _argmax(values: Sequence[float]) -> int:
     return max(range(len(values)), key=lambda i: values[i])
+
+
+def _choice_samples(task: Task, model: Model, items: list[Item], partial: Path | None, fingerprint: str, progress: bool) -> list[dict[str, Any]]:
+    scores = resumable(
+        requests_of(task, items), model.score, partial, fingerprint, progress=progress, desc="score",
+        encode=lambda s: [s.logprob, s.num_tokens, s.is_greedy], decode=lambda v: Score(*v),
+    )  # fmt: skip
+    samples, cursor = [], 0
+    for it in items:
+        got = scores[cursor : cursor + len(it.choices)]
+        cursor += len(it.choices)
+        lps = [s.logprob for s in got]
+        pred = _argmax(lps)
+        pred_norm = _argmax([lp / max(len(c), 1) for lp, c in zip(lps, it.choices)])
+        samples.append({
+            "language": it.language, "file": it.file, "line": it.line, "context": it.context,
+            "choices": list(it.choices), "answer": it.answer, "logprobs": lps,
+            "num_tokens": [s.num_tokens for s in got], "is_greedy": [s.is_greedy for s in got],
+            "pred": pred, "pred_norm": pred_norm, "acc": float(pred == it.answer), "acc_norm": float(pred_norm == it.answer),
+        })  # fmt: skip
+    return samples
+
+
+def _generation_samples(task: Task, model: Model, items: list[Item], partial: Path | None, fingerprint: str, progress: bool) -> list[dict[str, Any]]:
+    params = dict(task.spec.get("generation", {}))
+    prompts = [model.format_chat(list(it.messages)) if task.kind == "chat" else it.prompt for it in items]
+    outputs = resumable(prompts, lambda batch: model.generate(batch, **params), partial, fingerprint, progress=progress, desc="generate")
+    samples = []
+    for it, prompt, out in zip(items, prompts, outputs):
+        row: dict[str, Any] = {"language": it.language, "file": it.file, "line": it.line, "prompt": prompt, "output": out, "target": it.target}
+        if it.messages:
+            row["messages"] = list(it.messages)
+        if it.target is not None:
+            row["exact_match"] = metric_fns.exact_match(out, it.target)
+            row["chrf"] = metric_fns.chrf(out, it.target)
+        samples.append(row)
+    return samples
 
 
 def versions() -> dict[str, str]:
@@ -142,6 +206,14 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _mean(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for m in names:
+        values = [r[m] for r in rows if m in r]
+        out[m] = sum(values) / len(values) if values else None
+    return out
+
+
 def run(
     task: str | os.PathLike[str] | Task,
     model: Model | str | os.PathLike[str],
@@ -153,7 +225,7 @@ def run(
     seed: int = 1234,
     progress: bool = False,
 ) -> Report:
-    """Run a task on a loaded model and return its :class:`Report`.
+    """Run a task on a model and return its :class:`Report`.
 
     :param task: a registered task name, a task JSON path, or a loaded Task.
     :param model: a loaded :class:`Model`, or a reference :func:`babelplug.load` takes.
@@ -163,56 +235,41 @@ def run(
     :param output: folder for ``results.json`` and ``samples.jsonl``.
     :param seed: seeds torch before the run (recorded in the results).
     """
+    task = task if isinstance(task, Task) else load_task(task)
+    langs = select_languages(task, languages)
+    items = build_items(task, langs, data, limit)  # every record checked before any model work
     if not isinstance(model, Model):
         from .loading import load
 
         model = load(model)
-    task = task if isinstance(task, Task) else load_task(task)
-    langs = select_languages(task, languages)
-    items = build_items(task, langs, data, limit)  # every record checked before any scoring
-    requests = requests_of(task, items)
     out = Path(output) if output is not None else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
     import torch
 
     torch.manual_seed(seed)
-    fingerprint = json.dumps([task.hash, model.info.as_dict(), model.backend.options], sort_keys=True, default=str)
+    fingerprint = json.dumps([task.hash, model.info.as_dict(), model.backend.options, seed], sort_keys=True, default=str)
+    partial = out / "partial.jsonl" if out else None
     started = time.perf_counter()
-    scores = score_all(model, requests, out / "partial.jsonl" if out else None, fingerprint, progress)
+    make = _choice_samples if task.kind == "multiple_choice" else _generation_samples
+    samples = make(task, model, items, partial, fingerprint, progress)
     elapsed = time.perf_counter() - started
-
-    samples, cursor = [], 0
-    for n, it in enumerate(items):
-        got = scores[cursor : cursor + len(it.choices)]
-        cursor += len(it.choices)
-        lps = [s.logprob for s in got]
-        norm = [lp / max(len(c), 1) for lp, c in zip(lps, it.choices)]
-        pred, pred_norm = _argmax(lps), _argmax(norm)
-        samples.append({
-            "doc_id": n, "language": it.language, "file": it.file, "line": it.line,
-            "context": it.context, "choices": list(it.choices), "answer": it.answer,
-            "logprobs": lps, "num_tokens": [s.num_tokens for s in got], "is_greedy": [s.is_greedy for s in got],
-            "pred": pred, "pred_norm": pred_norm, "acc": float(pred == it.answer), "acc_norm": float(pred_norm == it.answer),
-        })  # fmt: skip
+    for n, s in enumerate(samples):
+        s["doc_id"] = n
     names = task.spec["metrics"]
-
-    def mean(rows: list[dict[str, Any]]) -> dict[str, float]:
-        return {m: sum(r[m] for r in rows) / len(rows) for m in names} if rows else {m: float("nan") for m in names}
-
-    per_language = {
-        str(lang): {**mean([s for s in samples if s["language"] == lang]), "n": sum(s["language"] == lang for s in samples)}
-        for lang in langs
-    }
-    metrics = mean(samples)
+    groups = list(dict.fromkeys(str(s["language"]) for s in samples))
+    per_language = {g: {**_mean([s for s in samples if str(s["language"]) == g], names), "n": sum(str(s["language"]) == g for s in samples)} for g in groups}
+    metrics = _mean(samples, names)
     results = {
         "task": task.name, "task_hash": task.hash, "task_file": str(task.path), "kind": task.kind,
         "model": model.info.as_dict(), "backend": model.info.backend, "hub": model.info.hub,
         "revision": model.info.revision, "options": model.backend.options,
-        "metrics": metrics, "per_language": per_language, "n_samples": len(samples), "n_requests": len(requests),
+        "metrics": metrics, "per_language": per_language, "n_samples": len(samples),
         "languages": [str(lang) for lang in langs], "limit": limit, "data": str(data) if data else None,
-        "seed": seed, "versions": versions(), "scoring_seconds": round(elapsed, 3),
+        "seed": seed, "versions": versions(), "model_seconds": round(elapsed, 3),
     }  # fmt: skip
+    if task.kind == "multiple_choice":
+        results["n_requests"] = sum(len(s["choices"]) for s in samples)
     if out:
         _write_atomic(out / "samples.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
         _write_atomic(out / "results.json", json.dumps(results, ensure_ascii=False, indent=2, default=str) + "\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import templates
-from .errors import DataError, SpecError, UnknownTaskError
+from .errors import DataError, OptionError, SpecError, UnknownTaskError
 from .schemas import read_json, schema, validate
 
 
@@ -79,7 +79,7 @@ class Task:
                 str(raw), "$", f"one data file given for {len(languages)} languages of task {self.name!r}: "
                 "select one language, or put '{language}' in the path"
             )
-        return [(lang, base / raw.replace("{language}", lang or "")) for lang in languages]
+        return [(lang, (base / raw.replace("{language}", lang or "")).resolve()) for lang in languages]
 
     def records(self, language: str | None, file: Path, limit: int | None = None) -> Iterator[Record]:
         """Records of one data file, each checked against the task's record schema."""
@@ -109,27 +109,32 @@ class Task:
                 yield Record(language, str(file), lineno, fields)
 
 
+def prompt_templates(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(json_path, template)`` for every template of the task's prompt."""
+    prompt = spec["prompt"]
+    slots: list[tuple[str, str]] = []
+    for key in ("context", "answer", "text", "target"):
+        if key in prompt:
+            slots.append((f"$.prompt.{key}", prompt[key]))
+    slots += [(f"$.prompt.choices[{i}]", t) for i, t in enumerate(prompt.get("choices", ()))]
+    slots += [(f"$.prompt.messages[{i}].content", m["content"]) for i, m in enumerate(prompt.get("messages", ()))]
+    return slots
+
+
 def _check_templates(spec: Mapping[str, Any], source: str) -> None:
     """Every template parses and names a record field or a variable."""
-    fields = set(spec["record_schema"].get("properties", {}))
-    known = fields | set(spec.get("vars", {})) | {"language"}
-    for lang, variant in spec.get("languages", {}).items():
-        known_lang = known | set(variant.get("vars", {}))
-        _check_prompt(spec["prompt"], known_lang, f"{source} (language {lang!r})")
-    if not spec.get("languages"):
-        _check_prompt(spec["prompt"], known, source)
-
-
-def _check_prompt(prompt: Mapping[str, Any], known: set[str], source: str) -> None:
-    slots = [("$.prompt.context", prompt["context"]), ("$.prompt.answer", prompt["answer"])]
-    slots += [(f"$.prompt.choices[{i}]", t) for i, t in enumerate(prompt["choices"])]
-    for path, template in slots:
-        try:
-            unknown = templates.names(template) - known
-        except templates.TemplateError as exc:
-            raise SpecError(source, path, str(exc)) from None
-        if unknown:
-            raise SpecError(source, path, f"unknown name(s) {sorted(unknown)}: not a record field or variable")
+    known = set(spec["record_schema"].get("properties", {})) | set(spec.get("vars", {})) | {"language"}
+    variants = spec.get("languages") or {None: {}}
+    for lang, variant in variants.items():
+        names = known | set(variant.get("vars", {}))
+        where = f"{source} (language {lang!r})" if lang else source
+        for path, template in prompt_templates(spec):
+            try:
+                unknown = templates.names(template) - names
+            except templates.TemplateError as exc:
+                raise SpecError(where, path, str(exc)) from None
+            if unknown:
+                raise SpecError(where, path, f"unknown name(s) {sorted(unknown)}: not a record field or variable")
 
 
 def load_task(task: str | os.PathLike[str]) -> Task:
@@ -145,5 +150,10 @@ def load_task(task: str | os.PathLike[str]) -> Task:
         path = tasks[ref]
     spec = read_json(path)
     validate(spec, schema("task"), str(path))
+    if "generation" in spec:
+        try:
+            validate(spec["generation"], schema("generation"), str(path), OptionError)
+        except OptionError as exc:
+            raise OptionError(str(path), "$.generation" + exc.path[1:], exc.message) from None
     _check_templates(spec, str(path))
     return Task(spec, path)

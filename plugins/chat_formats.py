@@ -1,10 +1,16 @@
 """Built-in chat formats.
 
-``plain``: the instruction as plain text, for instruction-following models
-without a chat template (mT0, BLOOMZ) and base LMs (XGLM). A single turn is the
-text itself (system text, then the user text, one per line); a longer
-conversation becomes a ``User:``/``Assistant:`` transcript ending in
-``Assistant:`` so the model knows where its answer starts.
+``plain``
+    The instruction as plain text, for instruction-following models without a
+    chat template (mT0, BLOOMZ, as their card advises) and base LMs (XGLM). A
+    single turn is the text itself (system text, then the user text, one per
+    line); a longer conversation becomes a ``User:``/``Assistant:`` transcript
+    ending in ``Assistant:`` so the model knows where its answer starts.
+``polylm``
+    PolyLM's chat models: ``<|user|>\\n{text}\\n<|assistant|>\\n`` per turn.
+``wangchanglm``
+    WangChanGLM: ``<human>: {text}\\n<bot>: `` per turn; a system message
+    becomes the optional ``<context>: {text}\\n`` line before the first turn.
 """
 
 from __future__ import annotations
@@ -25,6 +31,34 @@ def plain(messages: Sequence[Message]) -> str:
     return "\n".join(lines + ["Assistant:"])
 
 
+def polylm(messages: Sequence[Message]) -> str:
+    """PolyLM chat: ``<|user|>\\n…\\n<|assistant|>\\n`` (a system text leads, on its own line)."""
+    out = []
+    for m in messages:
+        if m["role"] == "system":
+            out.append(m["content"] + "\n")
+        elif m["role"] == "user":
+            out.append(f"<|user|>\n{m['content']}\n<|assistant|>\n")
+        else:
+            out.append(m["content"] + "\n")
+    return "".join(out)
+
+
+def wangchanglm(messages: Sequence[Message]) -> str:
+    """WangChanGLM: ``<context>: …\\n`` (from a system message) then ``<human>: …\\n<bot>: ``."""
+    out = []
+    for m in messages:
+        if m["role"] == "system":
+            out.append(f"<context>: {m['content']}\n")
+        elif m["role"] == "user":
+            out.append(f"<human>: {m['content']}\n<bot>: ")
+        else:
+            out.append(m["content"] + "\n")
+    return "".join(out)
+
+
 @hookimpl
 def register_chat_formats(register: Callable[..., None]) -> None:
     register("plain", plain)
+    register("polylm", polylm)
+    register("wangchanglm", wangchanglm)

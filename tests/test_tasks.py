@@ -111,3 +111,47 @@ def test_interrupted_run_resumes_without_losing_work(xglm, tmp_path, monkeypatch
     clean = bp.run("xcopa", xglm, languages=["vi"], limit=10)
     flat = [lp for s in resumed.samples for lp in s["logprobs"]]
     assert flat == pytest.approx([lp for s in clean.samples for lp in s["logprobs"]], abs=1e-5)
+
+
+def test_generation_task_runs_card_prompts(xglm, tmp_path):
+    report = bp.run("mt0-prompts", xglm, output=tmp_path)
+    assert len(report.samples) == 9
+    first = report.samples[0]
+    assert first["prompt"] == "Translate to English: Je t’aime." and first["target"] == "I love you."
+    assert first["output"] == xglm.generate([first["prompt"]], max_new_tokens=32)[0]
+    scored = [s["chrf"] for s in report.samples if "chrf" in s]
+    assert len(scored) == 1 and report.metrics["chrf"] == pytest.approx(scored[0])
+    assert report.per_language["vi"] == {"exact_match": None, "chrf": None, "n": 1}
+    assert json.loads((tmp_path / "results.json").read_text())["kind"] == "generation"
+
+
+def test_chat_task_uses_the_models_chat_format(xglm):
+    report = bp.run("card-chat", xglm)
+    assert [s["language"] for s in report.samples] == ["zh", "th"]
+    assert report.samples[1]["prompt"] == xglm.format_chat([{"role": "user", "content": "เล่นหุ้นยังไงให้รวย"}])
+
+
+def test_generation_parameters_in_a_task_are_checked(tmp_path):
+    spec = json.loads(bp.load_task("mt0-prompts").path.read_text())
+    spec["generation"]["top_p"] = 2
+    bad = tmp_path / "gen.json"
+    bad.write_text(json.dumps(spec))
+    with pytest.raises(bp.BabelplugError, match=r"gen\.json: \$\.generation\.top_p: 2 is greater than the maximum of 1"):
+        bp.load_task(bad)
+    spec["generation"]["top_p"] = 0.9
+    spec["metrics"] = ["acc"]
+    bad.write_text(json.dumps(spec))
+    with pytest.raises(bp.BabelplugError, match=r"\$\.metrics\[0\]: 'acc' is not one of \['exact_match', 'chrf'\]"):
+        bp.load_task(bad)
+
+
+def test_chrf_matches_sacrebleu():
+    import sacrebleu
+    from babelplug.metrics import chrf, exact_match
+
+    scorer = sacrebleu.metrics.CHRF()
+    pairs = [("I love you.", "I love you."), ("I like you", "I love you."), ("你好世界", "你好"),
+             ("the cat sat on the mat", "a cat is on the mat"), ("x", "abc"), ("เล่นหุ้น", "เล่นหุ้นยังไง")]  # fmt: skip
+    for hyp, ref in pairs:
+        assert chrf(hyp, ref) == pytest.approx(scorer.sentence_score(hyp, [ref]).score, abs=1e-9)
+    assert exact_match(" I love you. ", "I love you.") == 1.0

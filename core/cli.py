@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -29,11 +30,18 @@ def _pairs(items: Sequence[str] | None, what: str) -> dict[str, Any]:
     return out
 
 
+def _add_hub_args(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
+    """``--hub``, ``--revision``, ``--offline/--no-offline``; on commands they override the global ones."""
+    p.add_argument("--hub", default=default, help="where the weights come from (huggingface, modelscope, local, ...)")
+    p.add_argument("--revision", default=default, help="hub revision: branch, tag or commit")
+    p.add_argument("--offline", action=argparse.BooleanOptionalAction, default=default,
+                   help="make no network call: read hub caches only (--no-offline: allow the network)")  # fmt: skip
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", required=True, help="catalog name or alias, local folder, or hub id")
     p.add_argument("--backend", "-b", help="backend to use (default: the catalog's or the folder's)")
-    p.add_argument("--hub", help="where the weights come from (huggingface, local, ...)")
-    p.add_argument("--revision", help="hub revision: branch, tag or commit")
+    _add_hub_args(p)
     p.add_argument("--batch-size", type=int, help="requests per forward pass")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="load option (repeatable; JSON values)")
 
@@ -53,7 +61,7 @@ def _load(args: argparse.Namespace) -> Any:
     options = _pairs(args.option, "--option")
     if args.batch_size is not None:
         options["batch_size"] = args.batch_size
-    return load(args.model, backend=args.backend, hub=args.hub, revision=args.revision, **options)
+    return load(args.model, backend=args.backend, hub=args.hub, revision=args.revision, offline=args.offline, **options)
 
 
 def _gen_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,6 +160,101 @@ def cmd_chat(args: argparse.Namespace) -> None:
     print(model.chat(messages, **params))
 
 
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return ""
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in ("hub", "revision", "offline") if getattr(args, k) is not None}
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from .loading import download
+
+    target, path = download(args.model, hub=args.hub, revision=args.revision, offline=args.offline)
+    print(f"{target.name}: hub {target.hub}, revision {target.revision}: {path}")
+
+
+def cmd_config_show(args: argparse.Namespace) -> None:
+    from .config import Setting, load_config
+    from .loading import hub_for, target_of
+    from .manager import registry
+
+    cfg, reg = load_config(), registry()
+    rows = dict(cfg.rows())
+    for key, value in _flags(args).items():
+        if key != "revision":
+            rows[key] = Setting(value, f"flag --{key}")
+    hub_for(reg, rows["hub"])
+    for name, hub in reg.hubs.items():
+        key = "local_root" if name == "local" else f"hubs.{name}.cache_dir"
+        setting = hub.cache_setting() if key not in rows else None
+        if setting is not None:
+            rows[key] = setting
+    rank = {k: (2 if k.startswith("models.") else 1 if k.startswith("hubs.") else 0) for k in rows}
+    rows = dict(sorted(rows.items(), key=lambda kv: rank[kv[0]]))
+    model: dict[str, Any] = {}
+    if args.model:
+        t = target_of(args.model, hub=args.hub, revision=args.revision, offline=args.offline)
+        flag = {k: f"flag --{k}" for k in _flags(args)}
+        model = {"name": t.name, "hub": {"value": t.hub, "source": flag.get("hub", t.sources.get("hub"))},
+                 "id": t.repo_id or (str(t.path) if t.path else t.name), "revision": {"value": t.revision,
+                 "source": flag.get("revision", t.sources.get("revision"))}, "offline": {"value": t.offline,
+                 "source": flag.get("offline", t.sources.get("offline"))}, "options": t.options,
+                 "table": t.sources.get("table")}  # fmt: skip
+    if args.json:
+        settings = {k: {"value": str(s.value) if isinstance(s.value, os.PathLike) else s.value, "source": s.source} for k, s in rows.items()}
+        files = [{"path": str(p), "read": read} for p, read in cfg.files]
+        print(json.dumps({"files": files, "settings": settings, "model": model or None}, indent=2))
+        return
+    print("config files (later wins):")
+    for path, read in cfg.files:
+        print(f"  {path}  ({'read' if read else 'not found'})")
+    print("settings (argument > per-model table > environment > file > default):")
+    width = max(len(k) for k in rows)
+    for key, setting in rows.items():
+        value = str(setting.value) if isinstance(setting.value, os.PathLike) else json.dumps(setting.value, ensure_ascii=False)
+        print(f"  {key:<{width}} = {value:<28} {setting.source}")
+    if model:
+        print(f"model {model['name']!r}" + (f" (config table {model['table']})" if model["table"] else "") + ":")
+        print(f"  hub      = {model['hub']['value']:<24} {model['hub']['source']}")
+        print(f"  id       = {model['id']}")
+        print(f"  revision = {model['revision']['value'] or '-':<24} {model['revision']['source']}")
+        print(f"  offline  = {json.dumps(model['offline']['value']):<24} {model['offline']['source']}")
+        print(f"  options  = {json.dumps(model['options'], ensure_ascii=False)}")
+
+
+def cmd_cache_ls(args: argparse.Namespace) -> None:
+    from .config import Setting
+    from .loading import hub_for
+    from .manager import registry
+
+    reg = registry()
+    hubs = [hub_for(reg, Setting(args.hub, "argument"))] if args.hub else list(reg.hubs.values())
+    listing = []
+    for hub in hubs:
+        setting = hub.cache_setting()
+        if setting is None:
+            continue
+        models = hub.cached()
+        listing.append((hub, setting, models))
+    if args.json:
+        print(json.dumps([{"hub": hub.name, "cache_dir": str(s.value), "source": s.source, "models": [
+            {"id": m.id, "revisions": list(m.revisions), "size": m.size, "path": str(m.path)} for m in models]}
+            for hub, s, models in listing], indent=2))  # fmt: skip
+        return
+    for hub, setting, models in listing:
+        total = sum(m.size for m in models)
+        count = f"{len(models)} model{'s' if len(models) != 1 else ''}"
+        print(f"{hub.name}: {setting.value}  ({setting.source}; {count}, {_size(total)})")
+        for m in models:
+            print(f"  {m.id:<44} {','.join(m.revisions) or '-':<20} {_size(m.size):>10}  {m.path}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import demo
 
@@ -162,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="babelplug", description="One task, any multilingual model, any hub.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    _add_hub_args(parser, default=None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("plugins", help="list loaded plugins and what they register").set_defaults(func=cmd_plugins)
@@ -202,6 +306,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system")
     p.add_argument("--show-prompt", action="store_true", help="print the formatted prompt instead of replying")
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("download", help="fetch a model into its hub's cache (catalog name or hub id)")
+    p.add_argument("model", help="catalog name or alias, or an id on the hub")
+    _add_hub_args(p)
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("config", help="configuration: 'config show [MODEL]'")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser("show", help="print the effective settings and where each came from")
+    q.add_argument("model", nargs="?", help="also resolve this model: its hub, id, revision and options")
+    q.add_argument("--json", action="store_true")
+    _add_hub_args(q)
+    q.set_defaults(func=cmd_config_show)
+
+    p = sub.add_parser("cache", help="hub caches: 'cache ls'")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser("ls", help="list cached models per hub, with sizes")
+    q.add_argument("--hub", default=argparse.SUPPRESS, help="only this hub")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_cache_ls)
 
     p = sub.add_parser("demo", help="zero-shot XCOPA on every built-in backend, on embedded tiny models")
     p.add_argument("--limit", type=int, help="at most N items per language")

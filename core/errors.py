@@ -93,3 +93,16 @@ class CapabilityError(BabelplugError):
 
 class ModelLoadError(BabelplugError):
     """The model folder is missing, incomplete or inconsistent."""
+
+
+class ConfigError(SpecError):
+    """A configuration file, environment variable or flag is invalid.
+
+    Names the source (a file, or ``env VAR``), the line where known and the key:
+    ``babelplug.toml:3: models."x".revison: unknown key ...``.
+    """
+
+    def __init__(self, source: str, message: str, *, line: int | None = None, key: str | None = None):
+        self.source, self.path, self.message, self.line, self.key = source, key or "$", message, line, key
+        where = f"{source}:{line}" if line else source
+        BabelplugError.__init__(self, f"{where}: {key}: {message}" if key else f"{where}: {message}")

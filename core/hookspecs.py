@@ -73,7 +73,14 @@ def register_hubs(register: Callable[..., None]) -> None:
 
     :param register: ``register(hub, override=False)`` where ``hub`` is a
         :class:`~babelplug.hubs.Hub` with a ``name`` and a
-        ``resolve(repo_id, revision, offline) -> Path`` method.
+        ``resolve(repo_id, revision, offline) -> Path`` method. Offline, a hub
+        must make no network call and fail at once on a cache miss, naming the
+        hub, id, revision and cache searched. Optional overrides:
+        ``locate(entry, revision, offline)`` (find a catalog entry),
+        ``revision(rev)`` (map revision names), ``cache_setting()`` and
+        ``cached()`` (for ``babelplug config show`` and ``babelplug cache ls``).
+        Users pick a hub by name: ``hub = "NAME"`` in the configuration,
+        ``BABELPLUG_HUB``, ``--hub`` or ``load(..., hub=)``.
     """
 
 

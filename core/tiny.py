@@ -306,6 +306,20 @@ def hf_cache_layout(model_dir: Path, cache_root: Path, repo_id: str, *, revision
     return snapshot
 
 
+def ms_cache_layout(model_dir: Path, cache_root: Path, repo_id: str, *, revision: str = "master", legacy: bool = False) -> Path:
+    """Copy ``model_dir`` into the ModelScope cache layout under ``cache_root`` as ``repo_id``; return the folder.
+
+    The current layout (modelscope >= 1.38) is ``models/{owner}--{name}/snapshots/{revision}/``; the
+    legacy one (``legacy=True``, modelscope <= 1.37) is ``models/{owner}/{name}`` with the dots of
+    ``name`` written ``___`` and no revision. Files are plain copies, as modelscope writes them.
+    """
+    owner, _, name = repo_id.partition("/")
+    models = Path(cache_root) / "models"
+    dest = models / owner / name.replace(".", "___") if legacy else models / f"{owner}--{name}" / "snapshots" / revision
+    shutil.copytree(model_dir, dest, dirs_exist_ok=True)
+    return dest
+
+
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m babelplug.tiny", description="Build a tiny model folder.")
     parser.add_argument("family", choices=sorted(FAMILIES))

@@ -12,6 +12,10 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
+# Hermetic configuration: no user or project config file, no hub settings from the shell.
+os.environ["BABELPLUG_CONFIG"] = os.devnull
+for _var in ("BABELPLUG_HUB", "BABELPLUG_OFFLINE", "BABELPLUG_LOCAL_ROOT", "MODELSCOPE_CACHE", "HF_HUB_CACHE"):
+    os.environ.pop(_var, None)
 # Only babelplug's own plugins take part in tests, whatever else is installed.
 from babelplug.manager import BUILTIN_PLUGINS  # noqa: E402
 

@@ -26,8 +26,10 @@ The operations and the semantics the conformance suite checks:
     ``{"role": ..., "content": ...}`` messages.
 
 A backend that cannot do ``score``, ``generate`` or ``chat_format`` leaves it
-out of :attr:`Backend.capabilities` and does not override it; asking for it then
-raises :class:`~babelplug.errors.CapabilityError` before any model loads.
+out of :attr:`Backend.capabilities` and does not override it. Asking a loaded
+model for it raises :class:`~babelplug.errors.CapabilityError` without calling
+the backend, and :func:`babelplug.run` checks a task's needs against the
+declared capabilities before any model loads.
 """
 
 from __future__ import annotations

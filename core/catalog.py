@@ -29,6 +29,9 @@ class ModelEntry:
     options: Mapping[str, Any] = field(default_factory=dict)
     chat_format: str | None = None
     description: str = ""
+    parameters: str = ""
+    """Parameter count as the model card states it (``"564M"``)."""
+    languages: tuple[str, ...] = ()
     source: str = ""
     """The file or plugin the entry came from."""
 
@@ -36,6 +39,7 @@ class ModelEntry:
         hubs = {k: v if isinstance(v, HubRef) else HubRef(v["id"], v.get("revision")) for k, v in self.hubs.items()}
         object.__setattr__(self, "hubs", hubs)
         object.__setattr__(self, "aliases", tuple(self.aliases))
+        object.__setattr__(self, "languages", tuple(self.languages))
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], *, source: str = "", backend: str | None = None) -> ModelEntry:
@@ -52,6 +56,8 @@ class ModelEntry:
             options=dict(doc.get("options", {})),
             chat_format=doc.get("chat_format"),
             description=doc.get("description", ""),
+            parameters=doc.get("parameters", ""),
+            languages=tuple(doc.get("languages", ())),
             source=source,
         )
 
@@ -59,6 +65,8 @@ class ModelEntry:
 def read_catalog(path: Path, *, backend: str | None = None) -> list[ModelEntry]:
     """Read and check a catalog file ``{"models": [...]}``."""
     doc = read_json(path)
+    if backend and isinstance(doc, dict) and isinstance(doc.get("models"), list):
+        doc["models"] = [{"backend": backend, **m} if isinstance(m, dict) else m for m in doc["models"]]
     validate(doc, schema("model"), str(path))
     return [
         ModelEntry.from_dict(item, source=f"{path}: $.models[{i}]", backend=backend)

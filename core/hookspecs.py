@@ -12,10 +12,11 @@ Every registration hook receives a ``register`` callable: the plugin calls it
 once per thing it adds. Registering a name that already exists is an error
 unless ``override=True`` is passed. Registration hooks must stay cheap: import
 torch, transformers or modelscope inside :meth:`Backend.load`, never at module
-import time, so ``babelplug --help`` stays fast.
+import time, so listing commands (``babelplug models``) stay fast.
 
 Hook implementations are checked against these specifications when a plugin is
-loaded: a misspelled hook name or argument is a :class:`~babelplug.errors.PluginError`.
+loaded: a plugin with a misspelled hook name or argument is skipped with a
+warning (a :class:`~babelplug.errors.PluginError` under ``BABELPLUG_STRICT_PLUGINS=1``).
 """
 
 from __future__ import annotations

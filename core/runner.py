@@ -11,16 +11,17 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import metrics as metric_fns
 from . import templates
-from .backend import Message, Score
-from .errors import DataError, SpecError, close_matches
+from .backend import Backend, Message, Score
+from .errors import CapabilityError, DataError, SpecError, close_matches
 from .model import Model
 from .tasks import Record, Task, load_task
 
@@ -161,13 +162,16 @@ def _choice_samples(task: Task, model: Model, items: list[Item], partial: Path |
         requests_of(task, items), model.score, partial, fingerprint, progress=progress, desc="score",
         encode=lambda s: [s.logprob, s.num_tokens, s.is_greedy], decode=lambda v: Score(*v),
     )  # fmt: skip
+    sequence = task.spec.get("scoring", "continuation") == "sequence"
     samples, cursor = [], 0
     for it in items:
         got = scores[cursor : cursor + len(it.choices)]
         cursor += len(it.choices)
         lps = [s.logprob for s in got]
         pred = _argmax(lps)
-        pred_norm = _argmax([lp / max(len(c), 1) for lp, c in zip(lps, it.choices)])
+        # Normalise by the length of what was scored: the choice, or context + choice.
+        scored = [it.context + c if sequence else c for c in it.choices]
+        pred_norm = _argmax([lp / max(len(text), 1) for lp, text in zip(lps, scored)])
         samples.append({
             "language": it.language, "file": it.file, "line": it.line, "context": it.context,
             "choices": list(it.choices), "answer": it.answer, "logprobs": lps,
@@ -214,40 +218,68 @@ def _mean(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[str, float |
     return out
 
 
+#: Backend operations each task kind needs.
+NEEDS = {"multiple_choice": ("score",), "generation": ("generate",), "chat": ("chat_format", "generate")}
+
+
+def check_capabilities(task: Task, backend: type[Backend]) -> None:
+    """Fail before any model work if the backend lacks an operation the task needs."""
+    missing = [op for op in NEEDS[task.kind] if op not in backend.capabilities]
+    if missing:
+        raise CapabilityError(
+            f"task {task.name!r} ({task.kind}) needs {', '.join(missing)}, which backend {backend.name!r} does not support"
+        )
+
+
 def run(
     task: str | os.PathLike[str] | Task,
-    model: Model | str | os.PathLike[str],
+    model: Model | str | os.PathLike[str] | Callable[[], Model],
     *,
     data: str | os.PathLike[str] | None = None,
     languages: Sequence[str] | None = None,
     limit: int | None = None,
     output: str | os.PathLike[str] | None = None,
     seed: int = 1234,
+    generation: Mapping[str, Any] | None = None,
     progress: bool = False,
 ) -> Report:
     """Run a task on a model and return its :class:`Report`.
 
     :param task: a registered task name, a task JSON path, or a loaded Task.
-    :param model: a loaded :class:`Model`, or a reference :func:`babelplug.load` takes.
+    :param model: a loaded :class:`Model`, a reference :func:`babelplug.load`
+        takes, or a function returning a Model (called once the data is checked).
     :param data: a JSONL file replacing the task's data ('{language}' allowed).
     :param languages: language variants to run (default: all).
     :param limit: at most this many records per language.
     :param output: folder for ``results.json`` and ``samples.jsonl``.
     :param seed: seeds torch before the run (recorded in the results).
+    :param generation: generation parameters overriding the task's (generation and chat tasks).
     """
     task = task if isinstance(task, Task) else load_task(task)
+    if generation:
+        from .model import check_generation_params
+
+        task = Task({**task.spec, "generation": {**task.spec.get("generation", {}), **check_generation_params(generation)}}, task.path)
     langs = select_languages(task, languages)
+    if isinstance(model, Model):
+        check_capabilities(task, type(model.backend))
+    elif not callable(model):
+        from .loading import resolve
+
+        target = resolve(model)
+        if target.backend is not None:
+            check_capabilities(task, target.backend)
     items = build_items(task, langs, data, limit)  # every record checked before any model work
     if not isinstance(model, Model):
         from .loading import load
 
-        model = load(model)
+        model = model() if callable(model) else load(model)
+        check_capabilities(task, type(model.backend))
     out = Path(output) if output is not None else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    import torch
-
-    torch.manual_seed(seed)
+    if "torch" in sys.modules:  # backends that use torch have imported it by now
+        sys.modules["torch"].manual_seed(seed)
     fingerprint = json.dumps([task.hash, model.info.as_dict(), model.backend.options, seed], sort_keys=True, default=str)
     partial = out / "partial.jsonl" if out else None
     started = time.perf_counter()
@@ -257,8 +289,11 @@ def run(
     for n, s in enumerate(samples):
         s["doc_id"] = n
     names = task.spec["metrics"]
-    groups = list(dict.fromkeys(str(s["language"]) for s in samples))
-    per_language = {g: {**_mean([s for s in samples if str(s["language"]) == g], names), "n": sum(str(s["language"]) == g for s in samples)} for g in groups}
+    groups = list(dict.fromkeys(str(s["language"] or "default") for s in samples))
+    per_language = {}
+    for g in groups:
+        rows = [s for s in samples if str(s["language"] or "default") == g]
+        per_language[g] = {**_mean(rows, names), "n": len(rows)}
     metrics = _mean(samples, names)
     results = {
         "task": task.name, "task_hash": task.hash, "task_file": str(task.path), "kind": task.kind,

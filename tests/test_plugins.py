@@ -291,6 +291,8 @@ def test_undeclared_operation_fails_before_loading(install, tmp_path, monkeypatc
             model_types = ("score-only",)
             @classmethod
             def load(cls, path, **options):
+                global LOADED
+                LOADED = True
                 return cls()
             def tokenize(self, texts):
                 return [[1] for _ in texts]
@@ -307,6 +309,12 @@ def test_undeclared_operation_fails_before_loading(install, tmp_path, monkeypatc
     (folder / "config.json").write_text('{"model_type": "score-only"}')
     from babelplug.errors import CapabilityError
 
+    with pytest.raises(CapabilityError, match=r"task 'mt0-prompts' \(generation\) needs generate, which backend 'score-only'"):
+        bp.run("mt0-prompts", folder)
+    import thirdparty_scorer
+
+    assert not getattr(thirdparty_scorer, "LOADED", False)  # failed before loading
     model = bp.load(folder)
+    assert thirdparty_scorer.LOADED
     with pytest.raises(CapabilityError, match="backend 'score-only' does not support 'generate'"):
         model.generate(["x"])

@@ -221,8 +221,9 @@ def download(model: str | os.PathLike[str], *, hub: str | None = None, revision:
     if not registry().hubs[target.hub or ""].downloads:
         raise ModelLoadError(f"hub {target.hub!r} has nothing to download; choose another hub with --hub")
     if target.offline:
+        source = target.sources["offline"].replace("argument", "--offline / offline=True")
         raise ModelLoadError(
             f"cannot download {target.name!r} from hub {target.hub!r}: offline mode is on "
-            f"(from {target.sources['offline']}); pass --no-offline or unset it"
+            f"(from {source}); pass --no-offline or unset it"
         )
     return target, locate(target)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +102,22 @@ def config_files(env: Mapping[str, str] | None = None, cwd: Path | None = None) 
     return [Path(xdg) / "babelplug" / "config.toml", (cwd or Path.cwd()) / "babelplug.toml"]
 
 
-def _toml_error(path: Path, exc: tomllib.TOMLDecodeError) -> ConfigError:
+def _toml() -> Any:
+    """``tomllib`` (Python >= 3.11), else the ``tomli`` backport."""
+    try:
+        import tomllib
+
+        return tomllib
+    except ModuleNotFoundError:
+        try:
+            import tomli
+
+            return tomli
+        except ModuleNotFoundError:
+            raise ConfigError("babelplug", "reading config files needs Python >= 3.11 or the 'tomli' package") from None
+
+
+def _toml_error(path: Path, exc: ValueError) -> ConfigError:
     text = str(exc)
     found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
     if found:
@@ -155,8 +169,8 @@ def read_file(path: Path) -> dict[Key, Setting]:
     except OSError as exc:
         raise ConfigError(str(path), f"cannot read config file: {exc.strerror or exc}") from None
     try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        doc = _toml().loads(text)
+    except ValueError as exc:  # TOMLDecodeError
         raise _toml_error(path, exc) from None
     problem = _first_problem(doc)
     if problem is not None:

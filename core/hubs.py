@@ -130,8 +130,6 @@ class Hub(ABC):
     """True when the hub can serve a catalog entry that lists no id for it (``local``)."""
     downloads: ClassVar[bool] = True
     """False for hubs with nothing to download (``local``)."""
-    endpoint: ClassVar[str | None] = None
-    """The server that online requests go to; probed before any library call."""
 
     def revision(self, revision: str | None) -> str | None:
         """The revision to ask this hub for (``None`` means its default)."""
@@ -189,7 +187,7 @@ class Hub(ABC):
             if not cached:
                 raise self.not_cached(repo_id, revision, "offline: no network call made")
             return False
-        url = self.current_endpoint()
+        url = self.endpoint()
         reason = unreachable(url, network_timeout()) if url else None
         if reason is None:
             return True
@@ -198,8 +196,9 @@ class Hub(ABC):
         log.warning("hub %r: %s is unreachable (%s); using the cached %s@%s", self.name, url, reason, repo_id, revision)
         return False
 
-    def current_endpoint(self) -> str | None:
-        return self.endpoint
+    def endpoint(self) -> str | None:
+        """The server online requests go to, probed before any library call (None: no network)."""
+        return None
 
 
 class LocalHub(Hub):
@@ -269,7 +268,7 @@ class HuggingFaceHub(Hub):
     def __init__(self, cache_dir: str | os.PathLike[str] | None = None):
         self._cache_dir = cache_dir
 
-    def current_endpoint(self) -> str:
+    def endpoint(self) -> str:
         return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
 
     def cache_setting(self) -> Setting:
@@ -349,7 +348,7 @@ class ModelScopeHub(Hub):
     def revision(self, revision: str | None) -> str:
         return "master" if revision in (None, "", "main") else revision  # type: ignore[return-value]
 
-    def current_endpoint(self) -> str:
+    def endpoint(self) -> str:
         return os.environ.get("MODELSCOPE_ENDPOINT") or "https://modelscope.cn"
 
     def cache_setting(self) -> Setting:

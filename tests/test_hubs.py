@@ -65,19 +65,20 @@ def reference(xglm_dir):
 
 
 @pytest.mark.parametrize(
-    ("hub", "cache_var", "where"),
-    [
-        ("huggingface", None, "hf_snapshot"),
-        ("modelscope", None, "ms_snapshot"),
-        ("local", None, "local_folder"),
-    ],
+    ("hub", "where"), [("huggingface", "hf_snapshot"), ("modelscope", "ms_snapshot"), ("local", "local_folder")]
 )
-def test_same_model_from_each_hub_by_one_env_var(env, caches, reference, hub, cache_var, where):
+def test_same_model_from_each_hub_by_one_env_var(env, caches, reference, hub, where):
     env.setenv("BABELPLUG_HUB", hub)
     model = bp.load(REPO, backend="xglm")
     assert model.info.hub == hub and model.info.path == caches[where]
     assert model.info.revision == {"huggingface": "main", "modelscope": "master", "local": None}[hub]
     assert model.score(REQUESTS) == reference
+
+
+def test_huggingface_revision_by_commit(env, caches):
+    commit = caches["hf_snapshot"].name
+    model = bp.load(REPO, backend="xglm", revision=commit)
+    assert model.info.revision == commit and model.info.path == caches["hf_snapshot"]
 
 
 def test_modelscope_legacy_layout(env, caches, reference):

@@ -51,6 +51,13 @@ def _add_gen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", "-p", action="append", metavar="KEY=VALUE", help="generation parameter (repeatable; JSON values)")
 
 
+def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    options = _pairs(args.option, "--option")
+    if args.batch_size is not None:
+        options["batch_size"] = args.batch_size
+    return dict(backend=args.backend, hub=args.hub, revision=args.revision, offline=args.offline, **options)
+
+
 def _load(args: argparse.Namespace) -> Any:
     from .loading import load
 
@@ -58,10 +65,7 @@ def _load(args: argparse.Namespace) -> Any:
         import torch
 
         torch.set_num_threads(args.threads)
-    options = _pairs(args.option, "--option")
-    if args.batch_size is not None:
-        options["batch_size"] = args.batch_size
-    return load(args.model, backend=args.backend, hub=args.hub, revision=args.revision, offline=args.offline, **options)
+    return load(args.model, **_model_kwargs(args))
 
 
 def _gen_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,11 +114,18 @@ def cmd_run(args: argparse.Namespace) -> None:
     from .runner import run
     from .tasks import load_task
 
-    task = load_task(args.task)  # checked before the model loads
+    from .loading import resolve
+    from .runner import check_capabilities
+
+    task = load_task(args.task)
     output = args.output or f"babelplug-runs/{task.name}"
-    model = _load(args)
-    report = run(task, model, data=args.data, languages=args.languages, limit=args.limit, output=output,
-                 seed=args.seed, progress=not args.no_progress)  # fmt: skip
+    params = _gen_params(args) if task.kind != "multiple_choice" else {}
+    target = resolve(args.model, **_model_kwargs(args))  # model reference and options, no weights
+    if target.backend is not None:
+        check_capabilities(task, target.backend)
+    # The model loads only once the task, its data and the backend's capabilities are checked.
+    report = run(task, lambda: _load(args), data=args.data, languages=args.languages, limit=args.limit,
+                 output=output, seed=args.seed, generation=params, progress=not args.no_progress)  # fmt: skip
     metrics = list(report.metrics)
     print(f"{'language':<10}" + "".join(f"{m:>10}" for m in metrics) + f"{'n':>6}")
     for lang, row in report.per_language.items():
@@ -127,12 +138,34 @@ def _cell(value: float | None) -> str:
     return f"{'-':>10}" if value is None else f"{value:>10.4f}"
 
 
+def _score_requests(file: str) -> list[tuple[str, str]]:
+    """(context, continuation) pairs from a JSONL file, each line checked."""
+    from .errors import DataError
+
+    name = "<stdin>" if file == "-" else file
+    try:
+        handle = sys.stdin if file == "-" else open(file, encoding="utf-8")
+    except OSError as exc:
+        raise DataError(name, 0, "-", f"cannot read: {exc.strerror}") from None
+    requests = []
+    with handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(name, lineno, "-", f"invalid JSON: {exc.msg}") from None
+            for key in ("context", "continuation"):
+                if not isinstance(row.get(key, ""), str) or (key == "continuation" and key not in row):
+                    raise DataError(name, lineno, key, "expected a string")
+            requests.append((row.get("context", ""), row["continuation"]))
+    return requests
+
+
 def cmd_score(args: argparse.Namespace) -> None:
     if args.file:
-        handle = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
-        with handle:
-            rows = [json.loads(line) for line in handle if line.strip()]
-        requests = [(r.get("context", ""), r["continuation"]) for r in rows]
+        requests = _score_requests(args.file)
     elif args.continuation is not None:
         requests = [(args.context, args.continuation)]
     else:
@@ -283,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="output folder (default: babelplug-runs/TASK)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--no-progress", action="store_true")
+    _add_gen_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("score", help="log-probability of continuations given contexts (JSON lines out)")

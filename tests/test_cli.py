@@ -87,3 +87,18 @@ def test_demo(tiny_root):
     assert out.returncode == 0, out.stderr
     assert "zero-shot XCOPA accuracy" in out.stdout and "xglm" in out.stdout
     assert [line.split()[0] for line in out.stdout.splitlines()[-3:]] == ["th", "et", "all"]
+
+
+def test_score_file_errors_name_file_line_field(tmp_path):
+    bad = tmp_path / "reqs.jsonl"
+    bad.write_text('{"context": "a", "continuation": "b"}\n{"context": "a"}\n')
+    out = babelplug("score", "--model", "xglm", "--file", str(bad))
+    assert out.returncode == 2 and "reqs.jsonl:2: field 'continuation'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_run_generation_task_with_parameter_override(xglm_dir, tmp_path):
+    out = babelplug("run", "mt0-prompts", "--model", str(xglm_dir), "--max-new-tokens", "3", "--output", str(tmp_path), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 9 and all(len(s["output"]) < 40 for s in samples)

@@ -124,10 +124,14 @@ class TransformersBackend(Backend):
         return [start] if start is not None else []
 
     def encode_pairs(self, requests: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-        """Split ``encode(context + continuation)`` at ``len(encode(context))``.
+        """Token pairs as lm-evaluation-harness makes them: ``encode(context)``, then
+        ``encode(context + continuation)`` past ``len(encode(context))``.
 
         Trailing whitespace of the context moves to the continuation, as in
-        lm-evaluation-harness, so both tokenize the same way.
+        lm-evaluation-harness, so both tokenize the same way. Where the whole text
+        tokenizes differently across the boundary (scripts without spaces, such as
+        Thai), the context keeps its own tokens, as in lm-evaluation-harness; every
+        choice of an item then has the same context tokens.
         """
         contexts, wholes = [], []
         for context, continuation in requests:
@@ -136,57 +140,147 @@ class TransformersBackend(Backend):
             wholes.append(stripped + context[len(stripped) :] + continuation)
         ctx_ids = self.tokenize(contexts)
         whole_ids = self.tokenize(wholes)
-        pairs = []
-        for ctx, whole in zip(ctx_ids, whole_ids):
-            head, tail = whole[: len(ctx)], whole[len(ctx) :]
-            pairs.append((head or self.prefix_ids(), tail))
-        return pairs
+        return [(ctx or self.prefix_ids(), whole[len(ctx) :]) for ctx, whole in zip(ctx_ids, whole_ids)]
 
     # -- score --------------------------------------------------------------
     def score(self, requests: Sequence[tuple[str, str]]) -> list[Score]:
+        """Score in batches of ``batch_size`` requests, longest first.
+
+        Requests with the same context (the choices of one item) go into one batch
+        when the model can share it (see :meth:`score_batch`).
+        """
         pairs = self.encode_pairs(requests)
+        if len({tuple(ctx) for ctx, _ in pairs}) < len(pairs) and self._packing():
+            groups = _context_groups(pairs, self.batch_size)
+        else:
+            groups = [[i] for i in range(len(pairs))]
+        groups = [groups[g] for g in longest_first([_row_length(pairs, g) for g in groups])]
         results: list[Score | None] = [None] * len(pairs)
-        order = longest_first([len(c) + len(x) for c, x in pairs])
-        for chunk in batched(order, self.batch_size):
+        for chunk in _fill(groups, self.batch_size):
             for i, result in zip(chunk, self.score_batch([pairs[i] for i in chunk])):
                 results[i] = result
         return results  # type: ignore[return-value]
 
     def score_batch(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[Score]:
-        """Score one batch of token pairs: right padding, head only on continuations."""
+        """Score one batch of token pairs: right padding, head only on continuations.
+
+        Where the model allows it, pairs with the same context share one row: the
+        context once, then each continuation as a branch that sees the context and
+        itself only (a tree attention mask; positions restart after the context).
+        Exact: every token sees what it would see alone.
+        """
         import torch
 
-        seqs = [ctx + cont for ctx, cont in pairs]
-        width = max(len(s) for s in seqs) - 1
+        mode = self._packing() if len({tuple(ctx) for ctx, _ in pairs}) < len(pairs) else ""
+        rows: dict[Any, list[int]] = {}
+        for i, (ctx, _) in enumerate(pairs):
+            rows.setdefault(tuple(ctx) if mode else i, []).append(i)
+        ids_rows, pos_rows, seg_rows = [], [], []
+        picks: list[tuple[int, int]] = []  # (row, column) of each hidden state the head needs
+        sel: list[list[int]] = [[] for _ in pairs]  # per pair: the pick predicting each continuation token
+        for r, members in enumerate(rows.values()):
+            ctx = pairs[members[0]][0]
+            ids, pos, seg = list(ctx), list(range(len(ctx))), [0] * len(ctx)
+            first = -1  # the context's last position predicts every branch's first token
+            for branch, i in enumerate(members, 1):
+                cont = pairs[i][1]
+                if not cont:
+                    continue
+                if first < 0:
+                    picks.append((r, len(ctx) - 1))
+                    first = len(picks) - 1
+                sel[i].append(first)
+                for j, tok in enumerate(cont[:-1]):
+                    sel[i].append(len(picks))
+                    picks.append((r, len(ids)))
+                    ids.append(tok)
+                    pos.append(len(ctx) + j)
+                    seg.append(branch)
+            ids_rows.append(ids)
+            pos_rows.append(pos)
+            seg_rows.append(seg)
+        width = max(len(ids) for ids in ids_rows)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(seqs), max(width, 1)), pad, dtype=torch.long)
-        rows, cols, targets, counts = [], [], [], []
-        for i, ((ctx, cont), seq) in enumerate(zip(pairs, seqs)):
-            input_ids[i, : len(seq) - 1] = torch.tensor(seq[:-1])
-            rows += [i] * len(cont)
-            cols += range(len(ctx) - 1, len(seq) - 1)
-            targets += cont
-            counts.append(len(cont))
-        mask = torch.zeros_like(input_ids)
-        for i, seq in enumerate(seqs):
-            mask[i, : len(seq) - 1] = 1
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in ids_rows])
+        segments = torch.tensor([seg + [-1] * (width - len(seg)) for seg in seg_rows])
+        position_ids = None
+        if len(rows) < len(pairs):
+            mask = _tree_mask(segments, mode, self.model.dtype)
+            position_ids = torch.tensor([pos + [0] * (width - len(pos)) for pos in pos_rows]).to(self.device)
+        else:
+            mask = (segments >= 0).long()
+        targets = torch.tensor([t for (_, cont) in pairs for t in cont], dtype=torch.long)
         with torch.inference_mode():
-            hidden = self.hidden_states(input_ids.to(self.device), mask.to(self.device))
-            picked = hidden[torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)]
-            logits = self.model.get_output_embeddings()(picked).float()
-            target = torch.tensor(targets, dtype=torch.long, device=logits.device)
-            token_lp = logits.log_softmax(-1).gather(1, target[:, None]).squeeze(1)
-            greedy = logits.argmax(-1) == target
+            args = (input_ids.to(self.device), mask.to(self.device))
+            hidden = self.hidden_states(*args) if position_ids is None else self.hidden_states(*args, position_ids)
+            if picks:
+                where = torch.tensor(picks, dtype=torch.long, device=hidden.device)
+                logits = self.model.get_output_embeddings()(hidden[where[:, 0], where[:, 1]]).float()
+            else:
+                logits = torch.zeros((0, 1), device=hidden.device)
+            index = torch.tensor([k for s in sel for k in s], dtype=torch.long, device=logits.device)
+            target = targets.to(logits.device)
+            token_lp = logits.log_softmax(-1)[index, target].double().tolist()
+            greedy = (logits.argmax(-1)[index] == target).tolist()
         out, start = [], 0
-        for n in counts:
-            lp = float(token_lp[start : start + n].double().sum()) if n else 0.0
-            out.append(Score(lp, n, bool(greedy[start : start + n].all()) if n else True))
+        for s in sel:
+            n = len(s)
+            out.append(Score(sum(token_lp[start : start + n]) if n else 0.0, n, all(greedy[start : start + n])))
             start += n
         return out
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Last hidden states of the base model for right-padded inputs."""
-        return self.model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Last hidden states of the base model for right-padded inputs.
+
+        ``attention_mask`` is ``[batch, seq]``, or ``[batch, 1, seq, seq]`` with
+        ``position_ids`` for rows that share a context (see :meth:`score_batch`).
+        """
+        extra = {} if position_ids is None else {"position_ids": position_ids}
+        return self.model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra).last_hidden_state
+
+    def _packing(self) -> str:
+        """How the model takes a tree mask: 'binary' (1 attends), 'additive', or '' (not at all).
+
+        Probed once per model: one packed row (a context and two branches) must give
+        the hidden states of the two plain rows it stands for.
+        """
+        mode = getattr(self, "_packing_mode", None)
+        if mode is None:
+            mode = self._packing_mode = self._probe_packing()
+        return mode
+
+    def _probe_packing(self) -> str:
+        import torch
+
+        if getattr(self.model.config, "is_encoder_decoder", False):
+            return ""
+        base = self.model.get_input_embeddings().num_embeddings // 3
+        a, b, c, d, e = (base + k for k in range(5))
+        dev = self.device
+        tol = 1e-4 if self.model.dtype == torch.float32 else 3e-2
+        try:
+            with torch.inference_mode():
+                one = self.hidden_states(torch.tensor([[a, b, c]], device=dev), torch.ones(1, 3, dtype=torch.long, device=dev))
+                two = self.hidden_states(torch.tensor([[a, b, d, e]], device=dev), torch.ones(1, 4, dtype=torch.long, device=dev))
+        except Exception:  # noqa: BLE001 - a model that cannot run the probe cannot pack
+            return ""
+        expected = torch.cat([one[0], two[0, 2:]])
+        segments = torch.tensor([[0, 0, 1, 2, 2]])
+        for mode in ("binary", "additive"):
+            try:
+                with torch.inference_mode():
+                    got = self.hidden_states(
+                        torch.tensor([[a, b, c, d, e]], device=dev),
+                        _tree_mask(segments, mode, self.model.dtype).to(dev),
+                        torch.tensor([[0, 1, 2, 2, 3]], device=dev),
+                    )[0]
+            except Exception:  # noqa: BLE001 - this mask convention is not the model's
+                continue
+            if got.shape == expected.shape and torch.allclose(got.float(), expected.float(), atol=tol, rtol=tol):
+                return mode
+        return ""
 
     # -- generate -----------------------------------------------------------
     def generate(self, prompts: Sequence[str], params: Mapping[str, Any]) -> list[str]:
@@ -247,6 +341,46 @@ class TransformersBackend(Backend):
         import gc
 
         gc.collect()
+
+
+def _context_groups(pairs: Sequence[tuple[list[int], list[int]]], size: int) -> list[list[int]]:
+    """Indices of pairs with the same context, at most ``size`` to a group."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (ctx, _) in enumerate(pairs):
+        groups.setdefault(tuple(ctx), []).append(i)
+    return [g[k : k + size] for g in groups.values() for k in range(0, len(g), size)]
+
+
+def _row_length(pairs: Sequence[tuple[list[int], list[int]]], group: Sequence[int]) -> int:
+    """Tokens in the row a group of same-context pairs is scored in."""
+    return len(pairs[group[0]][0]) + sum(max(len(pairs[i][1]) - 1, 0) for i in group)
+
+
+def _fill(groups: Sequence[list[int]], size: int) -> Iterator[list[int]]:
+    """Consecutive groups packed into chunks of at most ``size`` indices (a bigger group alone)."""
+    chunk: list[int] = []
+    for group in groups:
+        if chunk and len(chunk) + len(group) > size:
+            yield chunk
+            chunk = []
+        chunk += group
+    if chunk:
+        yield chunk
+
+
+def _tree_mask(segments: torch.Tensor, mode: str, dtype: torch.dtype) -> torch.Tensor:
+    """``[batch, 1, seq, seq]`` mask: causal, and a branch sees the context (0) and itself.
+
+    ``segments`` is ``[batch, seq]``: 0 for context, k for branch k, -1 for padding.
+    """
+    import torch
+
+    width = segments.shape[1]
+    allowed = (segments[:, :, None] == segments[:, None, :]) | (segments[:, None, :] == 0)
+    allowed &= torch.ones(width, width, dtype=torch.bool).tril()
+    if mode == "binary":
+        return allowed[:, None].to(dtype)
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:

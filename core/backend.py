@@ -89,6 +89,14 @@ class Backend(ABC):
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, special tokens included as the family adds them."""
 
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any]) -> None:
+        """Check load options beyond the schema, before anything loads (default: nothing)."""
+
+    def detokenize(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Text of each id list, special tokens dropped (the inverse of :meth:`tokenize`)."""
+        raise self._unsupported("detokenize")
+
     def score(self, requests: Sequence[tuple[str, str]]) -> list[Score]:
         """Score each ``(context, continuation)``; see the module docstring."""
         raise self._unsupported("score")

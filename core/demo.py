@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 
 #: Built-in backend -> tiny model family that stands in for it.
-DEMO_BACKENDS: dict[str, str] = {"xglm": "xglm"}
+DEMO_BACKENDS: dict[str, str] = {"xglm": "xglm", "mt0": "mt0", "bloomz": "bloomz", "wangchanglm": "wangchanglm", "polylm": "polylm"}
 
 
 def demo(limit: int | None = None, languages: Sequence[str] | None = None, threads: int = 1) -> dict[str, dict[str, float]]:

@@ -106,3 +106,7 @@ class ConfigError(SpecError):
         self.source, self.path, self.message, self.line, self.key = source, key or "$", message, line, key
         where = f"{source}:{line}" if line else source
         BabelplugError.__init__(self, f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+class MissingDependencyError(BabelplugError):
+    """An optional dependency is not installed; the message names the extra to install."""

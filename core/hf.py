@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backend import Backend, Message, Score
-from .errors import ModelLoadError
+from .errors import MissingDependencyError, ModelLoadError, OptionError
 
 if TYPE_CHECKING:
     import torch
@@ -25,16 +25,30 @@ TRANSFORMERS_OPTIONS: dict[str, Any] = {
     "properties": {
         "dtype": {
             "enum": ["auto", "float32", "bfloat16", "float16"],
-            "description": "Weights and compute dtype; 'auto' takes the checkpoint's (never float16 on CPU).",
+            "description": "Weights and compute dtype (default float32); 'auto' takes the checkpoint's, but float32 for a float16 checkpoint on CPU.",
         },
         "device": {"type": "string", "pattern": "^(cpu|cuda(:[0-9]+)?|mps)$"},
         "device_map": {"anyOf": [{"type": "string"}, {"type": "object"}]},
         "max_memory": {"type": "object", "additionalProperties": {"type": ["string", "integer"]}},
         "batch_size": {"type": "integer", "minimum": 1, "description": "Requests per forward pass (default 32)."},
-        "trust_remote_code": {"type": "boolean"},
+        "offload_folder": {"type": "string", "description": "Folder for weights device_map offloads to disk."},
+        "low_cpu_mem_usage": {"type": "boolean"},
+        "quantization": {"enum": ["8bit", "4bit"], "description": "bitsandbytes quantization (BitsAndBytesConfig); needs babelplug[quant]."},
+        "load_in_8bit": {"type": "boolean", "description": "The model cards' spelling of quantization='8bit'."},
+        "load_in_4bit": {"type": "boolean", "description": "Spelling of quantization='4bit'."},
+        "trust_remote_code": {"type": "boolean", "description": "Run code shipped in the model folder (off unless you opt in)."},
         "chat_format": {"type": "string", "description": "A registered chat format, or 'template'."},
     },
 }
+
+
+def quantization(options: Mapping[str, Any]) -> str | None:
+    """'8bit', '4bit' or None, from ``quantization`` or the ``load_in_*bit`` aliases."""
+    if options.get("load_in_8bit"):
+        return "8bit"
+    if options.get("load_in_4bit"):
+        return "4bit"
+    return options.get("quantization")
 
 
 def batched(items: Sequence[int], size: int) -> Iterator[list[int]]:
@@ -59,6 +73,8 @@ class TransformersBackend(Backend):
     auto_class: ClassVar[str] = "AutoModelForCausalLM"
     default_chat_format: ClassVar[str] = "plain"
     default_batch_size: ClassVar[int] = 32
+    default_generation: ClassVar[dict[str, Any]] = {}
+    """Generation parameters used when the caller leaves them out (a model card's defaults)."""
     options_schema = TRANSFORMERS_OPTIONS
 
     def __init__(self, path: Path, options: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel):
@@ -68,10 +84,25 @@ class TransformersBackend(Backend):
 
     # -- load -------------------------------------------------------------
     @classmethod
+    def validate_options(cls, options: Mapping[str, Any]) -> None:
+        """Quantization needs bitsandbytes: say which extra to install, before loading."""
+        import importlib.util
+
+        if quantization(options) and importlib.util.find_spec("bitsandbytes") is None:
+            raise MissingDependencyError(
+                f"backend {cls.name!r}: {quantization(options)} quantization needs bitsandbytes; "
+                "install it with: pip install 'babelplug[quant]'"
+            )
+        if options.get("load_in_8bit") and options.get("load_in_4bit"):
+            raise OptionError(f"load options of backend {cls.name!r}", "$", "load_in_8bit and load_in_4bit exclude each other")
+
+    @classmethod
     def load(cls, path: Path, **options: Any) -> TransformersBackend:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path}: not a model folder (no config.json)")
+        cls.validate_options(options)
+        import torch
         import transformers
 
         tokenizer = cls.load_tokenizer(path, options)
@@ -83,8 +114,10 @@ class TransformersBackend(Backend):
                 f"(config.json vocab_size) has {vocab}: tokenizer and weights do not belong together"
             )
         model = getattr(transformers, cls.auto_class).from_pretrained(path, **cls.model_kwargs(options))
-        if "device" in options and "device_map" not in options:
+        if "device" in options and "device_map" not in options and not quantization(options):
             model.to(options["device"])
+        if options.get("dtype") == "auto" and model.dtype == torch.float16 and model.device.type == "cpu" and not quantization(options):
+            model.float()  # a float16 checkpoint under dtype='auto': never fp16 compute on CPU
         model.eval()
         return cls(path, options, tokenizer, model)
 
@@ -99,14 +132,16 @@ class TransformersBackend(Backend):
         """``from_pretrained`` keyword arguments for the validated options."""
         import torch
 
-        dtype = options.get("dtype", "float32")
-        on_cpu = options.get("device", "cpu") == "cpu" and options.get("device_map") in (None, "cpu")
-        if dtype == "float16" and on_cpu:
-            dtype = "float32"  # fp16 compute on CPU is the slowest path, and lossy
+        dtype = options.get("dtype", "float32")  # by default never fp16 on CPU: slowest there, and lossy
         kwargs: dict[str, Any] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
-        for key in ("device_map", "max_memory", "trust_remote_code"):
+        for key in ("device_map", "max_memory", "offload_folder", "low_cpu_mem_usage", "trust_remote_code"):
             if key in options:
                 kwargs[key] = options[key]
+        bits = quantization(options)
+        if bits:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=bits == "8bit", load_in_4bit=bits == "4bit")
         return kwargs
 
     @property
@@ -116,6 +151,9 @@ class TransformersBackend(Backend):
     # -- tokenize -----------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return [list(ids) for ids in self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+
+    def detokenize(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        return self.tokenizer.batch_decode([list(i) for i in ids], skip_special_tokens=True)
 
     def prefix_ids(self) -> list[int]:
         """Tokens that stand for an empty context (the family's start token)."""
@@ -302,30 +340,71 @@ class TransformersBackend(Backend):
         import torch
 
         width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, p in enumerate(prompts):
             input_ids[i, width - len(p) :] = torch.tensor(p)
             mask[i, width - len(p) :] = 1
-        extra: dict[str, Any] = {}
-        if kwargs.get("stop_strings"):
-            extra["stopping_criteria"] = [StopOnStrings(self.tokenizer, kwargs["stop_strings"], width)]
-        hf_kwargs = {k: v for k, v in kwargs.items() if k != "stop_strings"}
-        with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), pad_token_id=pad, **hf_kwargs, **extra
-            )
+        out = self.run_generate(input_ids, mask, kwargs, prompt_width=width)
         return self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
 
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+
+    def run_generate(self, input_ids: torch.Tensor, mask: torch.Tensor, kwargs: Mapping[str, Any], prompt_width: int) -> torch.Tensor:
+        """``model.generate`` with stop strings as a stopping criterion (new tokens start at ``prompt_width``)."""
+        import torch
+
+        hf_kwargs = {k: v for k, v in kwargs.items() if k != "stop_strings"}
+        if kwargs.get("stop_strings"):
+            hf_kwargs["stopping_criteria"] = [StopOnStrings(self.tokenizer, kwargs["stop_strings"], prompt_width)]
+        with torch.inference_mode():
+            return self.model.generate(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), pad_token_id=self.pad_id, **hf_kwargs
+            )
+
     def generation_kwargs(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Translate validated babelplug parameters to ``model.generate`` keywords."""
-        kwargs = {k: v for k, v in params.items() if k not in ("seed", "stop")}
+        """Translate validated babelplug parameters to ``model.generate`` keywords.
+
+        The backend's :attr:`default_generation` fills what ``params`` leave out
+        (its sampling settings only when sampling); ``first_token_script`` adds
+        every vocabulary piece outside that script to ``begin_suppress_tokens``.
+        """
+        defaults = dict(self.default_generation)
+        if params.get("do_sample") is False:
+            defaults = {k: v for k, v in defaults.items() if k not in SAMPLING_KEYS}
+        merged = {**defaults, **params}
+        kwargs = {k: v for k, v in merged.items() if k not in ("seed", "stop", "first_token_script")}
         kwargs.setdefault("max_new_tokens", 32)
         kwargs.setdefault("do_sample", False)
-        if params.get("stop"):
-            kwargs["stop_strings"] = list(params["stop"])
+        if merged.get("stop"):
+            kwargs["stop_strings"] = list(merged["stop"])
+        if merged.get("first_token_script"):
+            outside = self.pieces_outside_script(merged["first_token_script"])
+            kwargs["begin_suppress_tokens"] = sorted(set(kwargs.get("begin_suppress_tokens", ())) | outside)
         return kwargs
+
+    def pieces_outside_script(self, script: str) -> frozenset[int]:
+        """Ids of vocabulary pieces with any character outside ``script`` (cached per script).
+
+        A piece that starts a word (``▁``/``Ġ``) counts as holding a space, so it
+        is outside too; so are special tokens. This generalises WangChanGLM's
+        ``exclude_ids`` (every piece with a non-Thai character) to any script.
+        """
+        cache = self.__dict__.setdefault("_script_cache", {})
+        if script not in cache:
+            tok = self.tokenizer
+            inside = []
+            for i, raw in enumerate(tok.convert_ids_to_tokens(list(range(len(tok))))):
+                text = "" if raw is None or raw.startswith(("▁", "Ġ")) else tok.convert_tokens_to_string([raw])
+                if text and all(in_script(ch, script) for ch in text):
+                    inside.append(i)
+            if not inside:
+                raise OptionError("generation parameters", "$.first_token_script", f"no vocabulary piece of this model is written in script {script!r}")
+            cache[script] = frozenset(range(len(tok))) - frozenset(inside)
+        return cache[script]
 
     # -- chat ---------------------------------------------------------------
     def chat_format(self, messages: Sequence[Message]) -> str:
@@ -381,6 +460,22 @@ def _tree_mask(segments: torch.Tensor, mode: str, dtype: torch.dtype) -> torch.T
     if mode == "binary":
         return allowed[:, None].to(dtype)
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+#: Generation parameters that matter only when sampling.
+SAMPLING_KEYS = frozenset({"temperature", "top_k", "top_p", "typical_p"})
+
+#: Unicode script names whose characters are not named after the script.
+SCRIPT_PREFIXES = {"han": ("CJK UNIFIED IDEOGRAPH",), "japanese": ("HIRAGANA", "KATAKANA", "CJK UNIFIED IDEOGRAPH")}
+
+
+def in_script(ch: str, script: str) -> bool:
+    """Whether ``ch`` belongs to ``script`` ("thai", "latin", "han", "tamil", ...), by its Unicode name."""
+    import unicodedata
+
+    name = unicodedata.name(ch, "")
+    prefixes = SCRIPT_PREFIXES.get(script.lower(), (script.upper() + " ",))
+    return name.startswith(prefixes)
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:

@@ -165,6 +165,7 @@ def _resolve(model: str | os.PathLike[str], backend: str | None, hub: str | None
 
 def check_options(cls: type[Backend], options: dict[str, Any]) -> None:
     validate(options, cls.options_schema, f"load options of backend {cls.name!r}", OptionError)
+    cls.validate_options(options)
 
 
 def load(

@@ -36,6 +36,10 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("hubs", "babelplug.plugins.hubs"),
     ("tasks", "babelplug.plugins.tasks"),
     ("xglm", "babelplug.plugins.xglm"),
+    ("mt0", "babelplug.plugins.mt0"),
+    ("bloomz", "babelplug.plugins.bloomz"),
+    ("wangchanglm", "babelplug.plugins.wangchanglm"),
+    ("polylm", "babelplug.plugins.polylm"),
 )
 
 

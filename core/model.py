@@ -66,6 +66,10 @@ class Model:
         """Token ids of each text, with the family's special tokens."""
         return self._call("tokenize", (check_texts(texts, "texts"),))
 
+    def detokenize(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Text of each id list, special tokens dropped."""
+        return self.backend.detokenize(ids)
+
     def score(self, requests: Sequence[tuple[str, str]]) -> list[Score]:
         """Log-probability of each continuation given its context (see :class:`Score`)."""
         if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):

@@ -116,8 +116,12 @@ def resumable(
     decode: Callable[[Any], Any] = lambda x: x,
     progress: bool = False,
     desc: str = "",
+    order: Callable[[Any], Any] | None = None,
 ) -> list[Any]:
-    """``compute`` every request, longest first, in chunks, reusing and appending ``partial``."""
+    """``compute`` every request in chunks, reusing and appending ``partial``.
+
+    Requests go in ``order`` (a sort key; default: longest first) so chunks pad little.
+    """
     from tqdm.auto import tqdm
 
     done: dict[str, Any] = {}
@@ -129,7 +133,8 @@ def resumable(
         else:
             partial.unlink()
     keys = [_key(r) for r in requests]
-    todo = sorted({k: i for i, k in enumerate(keys) if k not in done}.values(), key=lambda i: -len(json.dumps(requests[i])))
+    key = order or (lambda r: -len(json.dumps(r)))
+    todo = sorted({k: i for i, k in enumerate(keys) if k not in done}.values(), key=lambda i: key(requests[i]))
     handle = None
     if partial is not None:
         fresh = not partial.is_file()
@@ -161,6 +166,7 @@ def _choice_samples(task: Task, model: Model, items: list[Item], partial: Path |
     scores = resumable(
         requests_of(task, items), model.score, partial, fingerprint, progress=progress, desc="score",
         encode=lambda s: [s.logprob, s.num_tokens, s.is_greedy], decode=lambda v: Score(*v),
+        order=lambda r: (-len(r[0]), r[0], -len(r[1])),  # choices of one context stay in one chunk
     )  # fmt: skip
     sequence = task.spec.get("scoring", "continuation") == "sequence"
     samples, cursor = [], 0

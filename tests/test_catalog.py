@@ -25,7 +25,9 @@ def test_every_seed_family_is_catalogued():
         assert entry.hubs.get("huggingface") is None or entry.hubs["huggingface"].revision == "main"
 
 
-def test_catalog_entry_without_a_plugin_says_so():
+def test_catalog_entry_without_a_plugin_says_so(monkeypatch, fresh_registry):
+    monkeypatch.setenv("BABELPLUG_PLUGINS", "catalog,hubs,xglm")
+    fresh_registry.reset()
     with pytest.raises(UnknownBackendError, match=r"unknown backend 'mt0'.*catalog entry 'mt0-xxl'.*no loaded plugin provides it"):
         bp.load("bigscience/mt0-xxl")
 

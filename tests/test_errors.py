@@ -119,13 +119,13 @@ def test_folder_without_config(tmp_path):
 
 
 def test_wrong_backend_for_folder(xglm_dir, tmp_path):
-    folder = tmp_path / "bloomish"
+    folder = tmp_path / "llamaish"
     shutil.copytree(xglm_dir, folder)
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "model_type": "bloom"}))
-    with pytest.raises(UnknownBackendError, match="model_type 'bloom': no backend"):
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
+    with pytest.raises(UnknownBackendError, match="model_type 'llama': no backend"):
         bp.load(folder)
-    with pytest.raises(ModelLoadError, match="holds a 'bloom' model, but backend 'xglm' serves xglm"):
+    with pytest.raises(ModelLoadError, match="holds a 'llama' model, but backend 'xglm' serves xglm"):
         bp.load(folder, backend="xglm")
 
 

@@ -143,8 +143,15 @@ def test_dtype_bfloat16_loads_and_scores(xglm_dir):
         assert abs(s.logprob - r.logprob) < 0.05 * abs(r.logprob)
 
 
-@pytest.mark.parametrize("dtype", ["float16"])
-def test_float16_is_not_used_for_cpu_compute(xglm_dir, dtype):
-    import torch
+def test_float16_is_never_the_cpu_default(xglm_dir, tmp_path):
+    import shutil
 
-    assert bp.load(xglm_dir, dtype=dtype).backend.model.dtype == torch.float32
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    assert bp.load(xglm_dir).backend.model.dtype == torch.float32
+    half = tmp_path / "half"
+    shutil.copytree(xglm_dir, half)
+    AutoModelForCausalLM.from_pretrained(xglm_dir, dtype=torch.float16).save_pretrained(half)
+    assert bp.load(half, dtype="auto").backend.model.dtype == torch.float32
+    assert bp.load(half, dtype="float16").backend.model.dtype == torch.float16  # asked for explicitly

@@ -1,0 +1,73 @@
+"""A reusable base for encoder-decoder (seq2seq) transformers backends, such as mT5/mT0.
+
+Scoring: the encoder reads the context, the decoder is scored on the
+continuation as the tokenizer encodes it, final ``</s>`` included (the sum
+equals ``-loss * target_length``, as lm-evaluation-harness scores seq2seq
+models). An empty context is the encoder input ``</s>`` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .backend import Score
+from .hf import TransformersBackend, batched, longest_first
+
+
+class TransformersSeq2SeqBackend(TransformersBackend):
+    """Shared score/generate for ``AutoModelForSeq2SeqLM`` models."""
+
+    auto_class = "AutoModelForSeq2SeqLM"
+
+    def score(self, requests: Sequence[tuple[str, str]]) -> list[Score]:
+        contexts = self.tokenize([c for c, _ in requests])
+        targets = self.tokenize([x for _, x in requests])
+        results: list[Score | None] = [None] * len(requests)
+        for chunk in batched(longest_first([len(contexts[i]) + len(targets[i]) for i in range(len(requests))]), self.batch_size):
+            for i, s in zip(chunk, self.score_batch([(contexts[i], targets[i]) for i in chunk])):
+                results[i] = s
+        return results  # type: ignore[return-value]
+
+    def score_batch(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[Score]:
+        """Encoder inputs and decoder labels right-padded; log-probs summed over label tokens."""
+        import torch
+
+        pad = self.pad_id
+        enc_w = max(len(c) for c, _ in pairs)
+        dec_w = max(max(len(t) for _, t in pairs), 1)
+        input_ids = torch.full((len(pairs), enc_w), pad, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        labels = torch.full((len(pairs), dec_w), -100, dtype=torch.long)
+        for i, (ctx, tgt) in enumerate(pairs):
+            input_ids[i, : len(ctx)] = torch.tensor(ctx)
+            mask[i, : len(ctx)] = 1
+            if tgt:
+                labels[i, : len(tgt)] = torch.tensor(tgt)
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), labels=labels.to(self.device)
+            ).logits.float()
+        labels = labels.to(logits.device)
+        valid = labels >= 0
+        safe = labels.clamp(min=0)
+        token_lp = logits.log_softmax(-1).gather(2, safe[..., None]).squeeze(-1)
+        greedy = (logits.argmax(-1) == safe) | ~valid
+        out = []
+        for i, (_, tgt) in enumerate(pairs):
+            lp = float(token_lp[i][valid[i]].double().sum()) if tgt else 0.0
+            out.append(Score(lp, len(tgt), bool(greedy[i].all())))
+        return out
+
+    def generate_batch(self, prompts: Sequence[list[int]], kwargs: Mapping[str, Any]) -> list[str]:
+        """Right-pad encoder inputs; the decoder output holds only new tokens."""
+        import torch
+
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for i, p in enumerate(prompts):
+            input_ids[i, : len(p)] = torch.tensor(p)
+            mask[i, : len(p)] = 1
+        out = self.run_generate(input_ids, mask, kwargs, prompt_width=1)  # after the decoder start token
+        return self.tokenizer.batch_decode(out, skip_special_tokens=True)

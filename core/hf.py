@@ -42,6 +42,16 @@ TRANSFORMERS_OPTIONS: dict[str, Any] = {
 }
 
 
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # in sys.modules as None: import blocked
+        return False
+
+
 def quantization(options: Mapping[str, Any]) -> str | None:
     """'8bit', '4bit' or None, from ``quantization`` or the ``load_in_*bit`` aliases."""
     if options.get("load_in_8bit"):
@@ -86,9 +96,7 @@ class TransformersBackend(Backend):
     @classmethod
     def validate_options(cls, options: Mapping[str, Any]) -> None:
         """Quantization needs bitsandbytes: say which extra to install, before loading."""
-        import importlib.util
-
-        if quantization(options) and importlib.util.find_spec("bitsandbytes") is None:
+        if quantization(options) and not installed("bitsandbytes"):
             raise MissingDependencyError(
                 f"backend {cls.name!r}: {quantization(options)} quantization needs bitsandbytes; "
                 "install it with: pip install 'babelplug[quant]'"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "5"
 
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(d_model=64, layers=2, heads=4, ffn=128, vocab=2000),
@@ -64,7 +64,7 @@ def corpus() -> list[str]:
     return list(dict.fromkeys(lines + list(CARD_EXAMPLES)))
 
 
-def _train_unigram(lines: list[str], vocab_size: int, seed: int, ids: tuple[int, int, int, int] = (0, 1, 2, -1)) -> bytes:
+def _train_unigram(lines: list[str], vocab_size: int, seed: int, ids: tuple[int, int, int, int] = (0, 1, 2, -1), **options: Any) -> bytes:
     """Train a sentencepiece unigram model and return its bytes.
 
     ``ids`` are the (unk, bos, eos, pad) ids; -1 leaves one out. The default is
@@ -81,7 +81,7 @@ def _train_unigram(lines: list[str], vocab_size: int, seed: int, ids: tuple[int,
         hard_vocab_limit=False, unk_id=unk, bos_id=bos, eos_id=eos, pad_id=pad, minloglevel=2,
         # Not XGLM's nmt_nfkc: tokenizers' Precompiled normalizer composes per grapheme, unlike
         # sentencepiece, so slow and fast ids differed on decomposed Tamil vowel signs in XCOPA.
-        normalization_rule_name="identity",
+        normalization_rule_name="identity", **options,
     )  # fmt: skip
     return out.getvalue()
 
@@ -156,7 +156,8 @@ def _build_bloomz(dest: Path, size: dict[str, int], seed: int) -> None:
 
     specials = ["<unk>", "<s>", "</s>", "<pad>"]
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    # Word-boundary splitting before byte-level BPE, as BLOOM's own pre-tokenizer does.
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=size["vocab"], special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
@@ -202,7 +203,9 @@ def _build_polylm(dest: Path, size: dict[str, int], seed: int, remote_code: bool
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaTokenizer
 
     vocab_file = dest / "tokenizer.model"
-    vocab_file.write_bytes(_train_unigram(corpus(), size["vocab"], seed))
+    # PolyLM's chat markup and newlines are pieces of their own, so chat prompts round-trip.
+    markup = ["<|user|>", "<|assistant|>", "\n"]
+    vocab_file.write_bytes(_train_unigram(corpus(), size["vocab"], seed, user_defined_symbols=markup, remove_extra_whitespaces=False))
     # Slow tokenizer only: modelscope's PolyLM model loads it with use_fast=False, legacy=False.
     slow = LlamaTokenizer(vocab_file=str(vocab_file), legacy=False, add_bos_token=False, model_max_length=512)
     slow.save_pretrained(str(dest))

@@ -25,14 +25,13 @@ they do, :func:`provide_sequence_summary` supplies that name first.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from babelplug.errors import MissingDependencyError, ModelLoadError, OptionError
-from babelplug.hf import TRANSFORMERS_OPTIONS, TransformersBackend, cut_at_stop
+from babelplug.hf import TRANSFORMERS_OPTIONS, TransformersBackend, cut_at_stop, installed
 from babelplug.hookspecs import hookimpl
 
 #: What ``configuration.json`` must say for modelscope to pick the PolyLM pipeline.
@@ -90,7 +89,7 @@ class PolyLMBackend(TransformersBackend):
     def validate_options(cls, options: Mapping[str, Any]) -> None:
         super().validate_options(options)
         if options.get("engine") == "modelscope":
-            if importlib.util.find_spec("modelscope") is None:
+            if not installed("modelscope"):
                 raise MissingDependencyError("backend 'polylm': engine 'modelscope' needs modelscope; install it with: pip install 'babelplug[modelscope]'")
             if not options.get("trust_remote_code"):
                 raise OptionError(

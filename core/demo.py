@@ -38,7 +38,8 @@ def demo(limit: int | None = None, languages: Sequence[str] | None = None, threa
         print(f"{backend}: {folder} ({report.results['n_requests']} requests, {time.perf_counter() - started:.1f} s)")
     langs = list(next(iter(table.values())))
     print("\nzero-shot XCOPA accuracy (tiny random-weight models: chance is 0.5)")
-    print(f"{'language':<10}" + "".join(f"{b:>10}" for b in table))
+    width = max(len(b) for b in table) + 2
+    print(f"{'language':<10}" + "".join(f"{b:>{width}}" for b in table))
     for lang in langs:
-        print(f"{lang:<10}" + "".join(f"{table[b][lang]:>10.3f}" for b in table))
+        print(f"{lang:<10}" + "".join(f"{table[b][lang]:>{width}.3f}" for b in table))
     return table

@@ -298,6 +298,8 @@ class TransformersBackend(Backend):
         return mode
 
     def _probe_packing(self) -> str:
+        import warnings
+
         import torch
 
         if getattr(self.model.config, "is_encoder_decoder", False):
@@ -316,7 +318,8 @@ class TransformersBackend(Backend):
         segments = torch.tensor([[0, 0, 1, 2, 2]])
         for mode in ("binary", "additive"):
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # e.g. BLOOM warns that it ignores position_ids
                     got = self.hidden_states(
                         torch.tensor([[a, b, c, d, e]], device=dev),
                         _tree_mask(segments, mode, self.model.dtype).to(dev),

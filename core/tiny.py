@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-BUILDER_VERSION = "5"
+BUILDER_VERSION = "6"
 
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(d_model=64, layers=2, heads=4, ffn=128, vocab=2000),
@@ -226,7 +226,8 @@ def _build_polylm(dest: Path, size: dict[str, int], seed: int, remote_code: bool
 
 FAMILIES: dict[str, Builder] = {
     "xglm": _build_xglm,
-    "wangchanglm": _build_xglm,  # an XGLM fine-tune: same architecture and tokenizer
+    # An XGLM fine-tune: same architecture and tokenizer, other weights.
+    "wangchanglm": lambda dest, size, seed: _build_xglm(dest, size, seed + 1000),
     "mt0": _build_mt0,
     "bloomz": _build_bloomz,
     "polylm": _build_polylm,

@@ -347,7 +347,7 @@ class TransformersBackend(Backend):
         return results
 
     def generate_batch(self, prompts: Sequence[list[int]], kwargs: Mapping[str, Any]) -> list[str]:
-        """Left-pad token prompts, generate, and decode only the new tokens."""
+        """Left-pad token prompts, generate, and decode the completions."""
         import torch
 
         width = max(len(p) for p in prompts)
@@ -357,6 +357,10 @@ class TransformersBackend(Backend):
             input_ids[i, width - len(p) :] = torch.tensor(p)
             mask[i, width - len(p) :] = 1
         out = self.run_generate(input_ids, mask, kwargs, prompt_width=width)
+        return self.decode_completions(prompts, out, width)
+
+    def decode_completions(self, prompts: Sequence[list[int]], out: torch.Tensor, width: int) -> list[str]:
+        """Text of the tokens generated after the left-padded prompts (``width`` wide)."""
         return self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
 
     @property

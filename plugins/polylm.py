@@ -136,16 +136,7 @@ class PolyLMBackend(TransformersBackend):
         prompt_text = self.tokenizer.decode(list(prompt_ids), skip_special_tokens=True)
         return full_text[len(prompt_text) :] if full_text.startswith(prompt_text) else full_text
 
-    def generate_batch(self, prompts: Sequence[list[int]], kwargs: Mapping[str, Any]) -> list[str]:
-        import torch
-
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            input_ids[i, width - len(p) :] = torch.tensor(p)
-            mask[i, width - len(p) :] = 1
-        out = self.run_generate(input_ids, mask, kwargs, prompt_width=width)
+    def decode_completions(self, prompts: Sequence[list[int]], out: Any, width: int) -> list[str]:
         return [
             self.completion(p, self.tokenizer.decode(row[width - len(p) :].tolist(), skip_special_tokens=True))
             for p, row in zip(prompts, out)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 import babelplug as bp
 
 REQUESTS = [

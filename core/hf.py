@@ -121,7 +121,15 @@ class TransformersBackend(Backend):
                 f"{path}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
                 f"(config.json vocab_size) has {vocab}: tokenizer and weights do not belong together"
             )
-        model = getattr(transformers, cls.auto_class).from_pretrained(path, **cls.model_kwargs(options))
+        try:
+            model = getattr(transformers, cls.auto_class).from_pretrained(path, **cls.model_kwargs(options))
+        except Exception as exc:
+            if "device disk is invalid" in str(exc):  # transformers 4.57 cannot put *every* weight on disk
+                raise ModelLoadError(
+                    f"{path}: max_memory leaves no room in memory, so device_map='auto' would offload the whole model "
+                    "to disk, which transformers cannot load; allow at least the embeddings in memory"
+                ) from None
+            raise
         if "device" in options and "device_map" not in options and not quantization(options):
             model.to(options["device"])
         if options.get("dtype") == "auto" and model.dtype == torch.float16 and model.device.type == "cpu" and not quantization(options):

@@ -203,3 +203,20 @@ def test_every_task_on_every_backend(dirs, tmp_path, task, family, backend):
         assert all(len(s["logprobs"]) == 2 and all(lp < 0 for lp in s["logprobs"]) for s in samples)
     else:
         assert all(isinstance(s["output"], str) for s in samples)
+
+
+# -- device_map ------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["xglm", "bloomz"])
+def test_device_map_auto_with_disk_offload(dirs, tmp_path, family):
+    reqs = [("I wanted to conserve energy.", " I shut off the light."), ("我想节约能源。", "我把空房间里的灯关了。")]
+    plain = bp.load(dirs[family])
+    auto = bp.load(dirs[family], device_map="auto")
+    assert auto.score(reqs) == plain.score(reqs)
+    size = (dirs[family] / "model.safetensors").stat().st_size
+    offloaded = bp.load(dirs[family], device_map="auto", max_memory={"cpu": int(size * 0.9)}, offload_folder=str(tmp_path))
+    assert "disk" in offloaded.backend.model.hf_device_map.values()
+    for a, b in zip(offloaded.score(reqs), plain.score(reqs)):
+        assert abs(a.logprob - b.logprob) <= 1e-5
+    assert offloaded.generate(["I wanted to"], max_new_tokens=4) == plain.generate(["I wanted to"], max_new_tokens=4)
+    with pytest.raises(ModelLoadError, match="offload the whole model to disk"):
+        bp.load(dirs[family], device_map="auto", max_memory={"cpu": 1000}, offload_folder=str(tmp_path / "all"))

@@ -15,7 +15,7 @@ from typing import Any
 from .backend import Backend
 from .catalog import HubRef, ModelEntry
 from .config import Setting, load_config
-from .errors import ModelLoadError, OptionError, UnknownBackendError, UnknownHubError, UnknownModelError
+from .errors import ModelLoadError, OptionError, UnknownBackendError, UnknownChatFormatError, UnknownHubError, UnknownModelError
 from .hubs import Hub
 from .manager import Registry, plugin_manager, registry
 from .model import Model, ModelInfo
@@ -165,6 +165,10 @@ def _resolve(model: str | os.PathLike[str], backend: str | None, hub: str | None
 
 def check_options(cls: type[Backend], options: dict[str, Any]) -> None:
     validate(options, cls.options_schema, f"load options of backend {cls.name!r}", OptionError)
+    formats = registry().chat_formats
+    name = options.get("chat_format")
+    if isinstance(name, str) and name != "template" and name not in formats:
+        raise UnknownChatFormatError(name, [*formats, "template"], f" (load option of backend {cls.name!r})")
     cls.validate_options(options)
 
 

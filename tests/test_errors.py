@@ -141,3 +141,10 @@ def test_api_is_batch_first(xglm):
 def test_every_error_shares_one_base():
     for cls in (DataError, ModelLoadError, OptionError, SpecError, UnknownModelError, UnknownBackendError):
         assert issubclass(cls, BabelplugError)
+
+
+def test_unknown_chat_format_before_loading(xglm_dir):
+    from babelplug.errors import UnknownChatFormatError
+
+    with pytest.raises(UnknownChatFormatError, match=r"unknown chat format 'polylmm'; did you mean 'polylm'"):
+        bp.load(xglm_dir, chat_format="polylmm")

@@ -119,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     task = load_task(args.task)
     output = args.output or f"babelplug-runs/{task.name}"
-    params = _gen_params(args) if task.kind != "multiple_choice" else {}
+    params = _gen_params(args)
     target = resolve(args.model, **_model_kwargs(args))  # model reference and options, no weights
     if target.backend is not None:
         check_capabilities(task, target.backend)

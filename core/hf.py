@@ -101,8 +101,9 @@ class TransformersBackend(Backend):
                 f"backend {cls.name!r}: {quantization(options)} quantization needs bitsandbytes; "
                 "install it with: pip install 'babelplug[quant]'"
             )
-        if options.get("load_in_8bit") and options.get("load_in_4bit"):
-            raise OptionError(f"load options of backend {cls.name!r}", "$", "load_in_8bit and load_in_4bit exclude each other")
+        asked = {b for b in (options.get("quantization"), "8bit" * bool(options.get("load_in_8bit")), "4bit" * bool(options.get("load_in_4bit"))) if b}
+        if len(asked) > 1:
+            raise OptionError(f"load options of backend {cls.name!r}", "$", f"conflicting quantization: {' and '.join(sorted(asked))}")
 
     @classmethod
     def load(cls, path: Path, **options: Any) -> TransformersBackend:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
 from .config import Setting, load_config
-from .errors import ModelLoadError
+from .errors import MissingDependencyError, ModelLoadError
 
 if TYPE_CHECKING:
     from .catalog import ModelEntry
@@ -304,6 +304,7 @@ class HuggingFaceHub(Hub):
         revision = self.revision(revision) or "main"
         cache = self.cache_root()
         online = self.use_network(repo_id, revision, offline, self.snapshot(cache, repo_id, revision) is not None)
+        require("huggingface_hub", "hf")
         from huggingface_hub import snapshot_download
 
         try:
@@ -384,6 +385,7 @@ class ModelScopeHub(Hub):
         online = self.use_network(repo_id, revision, offline, self.snapshot(cache, repo_id, revision) is not None)
         timeout = str(max(1, round(network_timeout())))
         os.environ.setdefault("MODELSCOPE_API_CONNECT_TIMEOUT", timeout)  # read when modelscope is imported
+        require("modelscope", "modelscope")
         from modelscope import snapshot_download
 
         try:
@@ -409,6 +411,14 @@ class ModelScopeHub(Hub):
                             repo_id = f"{repo.name}/{legacy.name.replace('___', '.')}"
                             out.append(CachedModel(self.name, repo_id, ("(any: legacy layout)",), tree_size(legacy), legacy))
         return out
+
+
+def require(module: str, extra: str) -> None:
+    """Raise MissingDependencyError naming the extra when ``module`` is not installed."""
+    from .hf import installed
+
+    if not installed(module):
+        raise MissingDependencyError(f"{module} is not installed; install it with: pip install 'babelplug[{extra}]'")
 
 
 def _first_line(exc: BaseException) -> str:

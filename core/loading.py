@@ -65,8 +65,8 @@ def detect_backend(reg: Registry, path: Path) -> type[Backend]:
         raise ModelLoadError(f"{path}: not a model folder (no readable config.json with a model_type)")
     found = [cls for cls in reg.backends.values() if kind in cls.model_types]
     if len(found) != 1:
-        which = "no backend" if not found else "several backends (" + ", ".join(c.name for c in found) + ")"
-        raise UnknownBackendError(kind, [c.name for c in found] or reg.backends, f" for model_type {kind!r}: {which} declare it; pass backend=...")
+        which = "no backend declares" if not found else "several backends (" + ", ".join(c.name for c in found) + ") declare"
+        raise ModelLoadError(f"{path}: {which} its model_type {kind!r}; pass backend=... (known: {', '.join(reg.backends)})")
     return found[0]
 
 

@@ -79,7 +79,8 @@ def build_items(task: Task, languages: Sequence[str | None], data: str | os.Path
     items = []
     for lang, file in task.data_files(languages, data):
         for rec in task.records(lang, file, limit):
-            items.append(_item(task, rec, lang if lang or not field_name else str(rec.fields.get(field_name))))
+            own = rec.fields.get(field_name) if field_name and not lang else None
+            items.append(_item(task, rec, lang if lang else (str(own) if own is not None else None)))
     return items
 
 
@@ -265,6 +266,8 @@ def run(
     if generation:
         from .model import check_generation_params
 
+        if task.kind == "multiple_choice":
+            raise SpecError(str(task.path), "$.kind", f"generation parameters apply to generation and chat tasks; {task.name!r} is multiple_choice")
         task = Task({**task.spec, "generation": {**task.spec.get("generation", {}), **check_generation_params(generation)}}, task.path)
     langs = select_languages(task, languages)
     if isinstance(model, Model):
@@ -306,7 +309,7 @@ def run(
         "model": model.info.as_dict(), "backend": model.info.backend, "hub": model.info.hub,
         "revision": model.info.revision, "options": model.backend.options,
         "metrics": metrics, "per_language": per_language, "n_samples": len(samples),
-        "languages": [str(lang) for lang in langs], "limit": limit, "data": str(data) if data else None,
+        "languages": [str(lang or "default") for lang in langs], "limit": limit, "data": str(data) if data else None,
         "seed": seed, "versions": versions(), "model_seconds": round(elapsed, 3),
     }  # fmt: skip
     if task.kind == "multiple_choice":

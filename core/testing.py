@@ -191,7 +191,7 @@ class BackendConformance:
 
     def test_first_token_script(self, model) -> None:
         self._needs(model, "generate")
-        out = model.generate(["ผู้ชาย"], max_new_tokens=2, do_sample=False, first_token_script="thai")[0]
+        out = model.generate(["I wanted to"], max_new_tokens=2, do_sample=False, first_token_script="thai")[0]
         assert out and "\u0e00" <= out[0] <= "\u0e7f", out
 
     # -- chat ----------------------------------------------------------------------

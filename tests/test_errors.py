@@ -123,7 +123,7 @@ def test_wrong_backend_for_folder(xglm_dir, tmp_path):
     shutil.copytree(xglm_dir, folder)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
-    with pytest.raises(UnknownBackendError, match="model_type 'llama': no backend"):
+    with pytest.raises(ModelLoadError, match=r"llamaish: no backend declares its model_type 'llama'; pass backend=\.\.\. \(known: "):
         bp.load(folder)
     with pytest.raises(ModelLoadError, match="holds a 'llama' model, but backend 'xglm' serves xglm"):
         bp.load(folder, backend="xglm")
@@ -148,3 +148,13 @@ def test_unknown_chat_format_before_loading(xglm_dir):
 
     with pytest.raises(UnknownChatFormatError, match=r"unknown chat format 'polylmm'; did you mean 'polylm'"):
         bp.load(xglm_dir, chat_format="polylmm")
+
+
+def test_generation_parameters_on_a_multiple_choice_task(xglm):
+    with pytest.raises(SpecError, match=r"\$\.kind: generation parameters apply to generation and chat tasks; 'xcopa'"):
+        bp.run("xcopa", xglm, generation={"max_new_tokens": 3})
+
+
+def test_conflicting_quantization_options(xglm_dir):
+    with pytest.raises(OptionError, match="conflicting quantization: 4bit and 8bit"):
+        bp.load(xglm_dir, load_in_8bit=True, quantization="4bit")

@@ -68,6 +68,11 @@ class Model:
 
     def detokenize(self, ids: Sequence[Sequence[int]]) -> list[str]:
         """Text of each id list, special tokens dropped."""
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+            raise SpecError("token ids", "$", "expected a list of lists of token ids (the API is batch-first)")
+        for i, row in enumerate(ids):
+            if isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or not all(isinstance(t, int) for t in row):
+                raise SpecError("token ids", f"$[{i}]", "expected a list of integer token ids")
         return self.backend.detokenize(ids)
 
     def score(self, requests: Sequence[tuple[str, str]]) -> list[Score]:

@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -307,15 +307,8 @@ class HuggingFaceHub(Hub):
         require("huggingface_hub", "hf")
         from huggingface_hub import snapshot_download
 
-        try:
-            path = snapshot_download(repo_id, revision=revision, cache_dir=cache, local_files_only=not online,
-                                     etag_timeout=network_timeout())  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - any library failure becomes one clear error
-            raise ModelLoadError(
-                f"hub 'huggingface': {repo_id!r} at revision {revision!r} is not available "
-                f"({'online' if online else 'offline'}; cache: {cache}): {type(exc).__name__}: {_first_line(exc)}"
-            ) from None
-        return Path(path)
+        return fetched(self.name, repo_id, revision, online, cache, lambda: snapshot_download(
+            repo_id, revision=revision, cache_dir=cache, local_files_only=not online, etag_timeout=network_timeout()))  # fmt: skip
 
     def cached(self) -> list[CachedModel]:
         out = []
@@ -388,14 +381,8 @@ class ModelScopeHub(Hub):
         require("modelscope", "modelscope")
         from modelscope import snapshot_download
 
-        try:
-            path = snapshot_download(repo_id, revision=revision, cache_dir=str(cache), local_files_only=not online)
-        except Exception as exc:  # noqa: BLE001 - any library failure becomes one clear error
-            raise ModelLoadError(
-                f"hub 'modelscope': {repo_id!r} at revision {revision!r} is not available "
-                f"({'online' if online else 'offline'}; cache: {cache}): {type(exc).__name__}: {_first_line(exc)}"
-            ) from None
-        return Path(path)
+        return fetched(self.name, repo_id, revision, online, cache, lambda: snapshot_download(
+            repo_id, revision=revision, cache_dir=str(cache), local_files_only=not online))  # fmt: skip
 
     def cached(self) -> list[CachedModel]:
         cache, out = self.cache_root(), []
@@ -411,6 +398,17 @@ class ModelScopeHub(Hub):
                             repo_id = f"{repo.name}/{legacy.name.replace('___', '.')}"
                             out.append(CachedModel(self.name, repo_id, ("(any: legacy layout)",), tree_size(legacy), legacy))
         return out
+
+
+def fetched(hub: str, repo_id: str, revision: str, online: bool, cache: Path, download: Callable[[], str]) -> Path:
+    """Run a library's download; any failure becomes one error naming hub, id, revision and cache."""
+    try:
+        return Path(download())
+    except Exception as exc:  # noqa: BLE001 - any library failure becomes one clear error
+        raise ModelLoadError(
+            f"hub {hub!r}: {repo_id!r} at revision {revision!r} is not available "
+            f"({'online' if online else 'offline'}; cache: {cache}): {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
 
 
 def require(module: str, extra: str) -> None:

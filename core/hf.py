@@ -61,6 +61,21 @@ def quantization(options: Mapping[str, Any]) -> str | None:
     return options.get("quantization")
 
 
+def pad_rows(rows: Sequence[Sequence[int]], value: int, *, left: bool = False, min_width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one ``[batch, width]`` tensor padded with ``value`` (on the left or right), and its mask."""
+    import torch
+
+    width = max([min_width, *map(len, rows)])
+    ids = torch.full((len(rows), width), value, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        if row:
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            ids[i, span] = torch.tensor(list(row))
+            mask[i, span] = 1
+    return ids, mask
+
+
 def batched(items: Sequence[int], size: int) -> Iterator[list[int]]:
     """Consecutive slices of ``items`` of at most ``size`` elements."""
     for start in range(0, len(items), size):
@@ -357,14 +372,8 @@ class TransformersBackend(Backend):
 
     def generate_batch(self, prompts: Sequence[list[int]], kwargs: Mapping[str, Any]) -> list[str]:
         """Left-pad token prompts, generate, and decode the completions."""
-        import torch
-
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            input_ids[i, width - len(p) :] = torch.tensor(p)
-            mask[i, width - len(p) :] = 1
+        input_ids, mask = pad_rows(prompts, self.pad_id, left=True)
+        width = input_ids.shape[1]
         out = self.run_generate(input_ids, mask, kwargs, prompt_width=width)
         return self.decode_completions(prompts, out, width)
 

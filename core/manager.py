@@ -58,7 +58,7 @@ class Registry:
     tasks: dict[str, Path] = field(default_factory=dict)
     hubs: dict[str, Hub] = field(default_factory=dict)
     plugins: dict[str, str] = field(default_factory=dict)
-    """Loaded plugin names and where they came from (``builtin`` or a distribution)."""
+    """Loaded plugin names and where they came from (``builtin`` or ``entry point``)."""
     owners: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def lookup_model(self, ref: str) -> ModelEntry | None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .backend import Score
-from .hf import TransformersBackend, batched, longest_first
+from .hf import TransformersBackend, batched, longest_first, pad_rows
 
 
 class TransformersSeq2SeqBackend(TransformersBackend):
@@ -33,17 +33,8 @@ class TransformersSeq2SeqBackend(TransformersBackend):
         """Encoder inputs and decoder labels right-padded; log-probs summed over label tokens."""
         import torch
 
-        pad = self.pad_id
-        enc_w = max(len(c) for c, _ in pairs)
-        dec_w = max(max(len(t) for _, t in pairs), 1)
-        input_ids = torch.full((len(pairs), enc_w), pad, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        labels = torch.full((len(pairs), dec_w), -100, dtype=torch.long)
-        for i, (ctx, tgt) in enumerate(pairs):
-            input_ids[i, : len(ctx)] = torch.tensor(ctx)
-            mask[i, : len(ctx)] = 1
-            if tgt:
-                labels[i, : len(tgt)] = torch.tensor(tgt)
+        input_ids, mask = pad_rows([ctx for ctx, _ in pairs], self.pad_id)
+        labels, _ = pad_rows([tgt for _, tgt in pairs], -100, min_width=1)  # -100: not scored
         with torch.inference_mode():
             logits = self.model(
                 input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), labels=labels.to(self.device)
@@ -61,13 +52,6 @@ class TransformersSeq2SeqBackend(TransformersBackend):
 
     def generate_batch(self, prompts: Sequence[list[int]], kwargs: Mapping[str, Any]) -> list[str]:
         """Right-pad encoder inputs; the decoder output holds only new tokens."""
-        import torch
-
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for i, p in enumerate(prompts):
-            input_ids[i, : len(p)] = torch.tensor(p)
-            mask[i, : len(p)] = 1
+        input_ids, mask = pad_rows(prompts, self.pad_id)
         out = self.run_generate(input_ids, mask, kwargs, prompt_width=1)  # after the decoder start token
         return self.tokenizer.batch_decode(out, skip_special_tokens=True)

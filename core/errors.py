@@ -110,3 +110,29 @@ class ConfigError(SpecError):
 
 class MissingDependencyError(BabelplugError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class RunFolderError(BabelplugError):
+    """A run folder cannot be used: it holds another run, a finished one, or is ambiguous."""
+
+    def __init__(self, folder: object, message: str):
+        self.folder = str(folder)
+        super().__init__(f"{folder}: {message}")
+
+
+class RunLockedError(RunFolderError):
+    """Another process is running into the same run folder."""
+
+    def __init__(self, folder: object, pid: int | None):
+        self.pid = pid
+        who = f"process {pid}" if pid else "another process"
+        super().__init__(folder, f"{who} is running into this folder (lock {folder}/.lock); wait for it or choose another folder")
+
+
+class PartialFileError(RunFolderError):
+    """A run's ``partial.jsonl`` is corrupt or belongs to another run: names the file and line."""
+
+    def __init__(self, file: object, line: int, message: str):
+        self.file, self.line = str(file), line
+        BabelplugError.__init__(self, f"{file}:{line}: {message}")
+        self.folder = str(getattr(file, "parent", file))

@@ -79,6 +79,22 @@ class OptionError(SpecError):
     """Unknown or invalid load option or generation parameter."""
 
 
+class RequestError(SpecError):
+    """One request of a batch is unusable: names its index and the part at fault.
+
+    ``index`` is the request's position in the list given to ``score`` or
+    ``generate``; ``part`` is ``"context"``, ``"continuation"`` or ``"prompt"``.
+    """
+
+    def __init__(self, source: str, index: int, part: str, message: str):
+        self.index, self.part = index, part
+        super().__init__(source, f"$[{index}].{part}", message)
+
+
+class InputTooLargeError(RequestError):
+    """A request exceeds the model's maximum length, or the character or memory budget of the load options."""
+
+
 class DataError(BabelplugError):
     """A data record is malformed: names ``file:line`` and the field."""
 

@@ -124,6 +124,14 @@ class ConfigError(SpecError):
         BabelplugError.__init__(self, f"{where}: {key}: {message}" if key else f"{where}: {message}")
 
 
+class TemplateError(BabelplugError, ValueError):
+    """A malformed prompt template, or a name or index it cannot resolve."""
+
+
+class MetricError(BabelplugError, ValueError):
+    """Inputs a metric cannot score: mismatched lengths, an empty choice, an unknown metric name."""
+
+
 class MissingDependencyError(BabelplugError):
     """An optional dependency is not installed; the message names the extra to install."""
 

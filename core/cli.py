@@ -118,20 +118,37 @@ def cmd_run(args: argparse.Namespace) -> None:
     from .runner import check_capabilities
 
     task = load_task(args.task)
-    output = args.output or f"babelplug-runs/{task.name}"
+    where = _run_folder(args)  # refusals that need no model are made before it loads
     params = _gen_params(args)
     target = resolve(args.model, **_model_kwargs(args))  # model reference and options, no weights
     if target.backend is not None:
         check_capabilities(task, target.backend)
     # The model loads only once the task, its data and the backend's capabilities are checked.
     report = run(task, lambda: _load(args), data=args.data, languages=args.languages, limit=args.limit,
-                 output=output, seed=args.seed, generation=params, progress=not args.no_progress)  # fmt: skip
+                 **where, seed=args.seed, generation=params, progress=not args.no_progress)  # fmt: skip
     metrics = list(report.metrics)
     print(f"{'language':<10}" + "".join(f"{m:>10}" for m in metrics) + f"{'n':>6}")
     for lang, row in report.per_language.items():
         print(f"{lang:<10}" + "".join(_cell(row[m]) for m in metrics) + f"{row['n']:>6}")
     print(f"{'all':<10}" + "".join(_cell(report.metrics[m]) for m in metrics) + f"{len(report.samples):>6}")
     print(f"results: {report.output / 'results.json'}")
+
+
+def _run_folder(args: argparse.Namespace) -> dict[str, Any]:
+    """run()'s ``output``/``runs``/``overwrite``/``resume`` from ``--output``, ``--resume``, ``--fresh``, ``--overwrite``, ``--runs-dir``."""
+    from . import rundir
+
+    if args.overwrite and not args.output:
+        raise BabelplugError("--overwrite applies to --output DIR; automatic run folders are never overwritten")
+    if args.runs_dir and (args.output or args.resume):
+        raise BabelplugError("--runs-dir applies to automatic run folders, not to --output or --resume")
+    if args.resume:
+        rundir.check_output(args.resume, resume=True)
+        return {"output": args.resume, "resume": True}
+    if args.output:
+        rundir.check_output(args.output, overwrite=args.overwrite)
+        return {"output": args.output, "overwrite": args.overwrite}
+    return {"runs": args.runs_dir or rundir.RUNS_ROOT, "resume": False if args.fresh else None}
 
 
 def _cell(value: float | None) -> str:
@@ -313,7 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="JSONL data file replacing the task's ('{language}' allowed)")
     p.add_argument("--languages", "-l", nargs="+", help="language variants to run (default: all)")
     p.add_argument("--limit", type=int, help="at most N records per language")
-    p.add_argument("--output", help="output folder (default: babelplug-runs/TASK)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--output", metavar="DIR", help="run folder (default: a new RUNS/TASK/MODEL/RUN-ID, or the one unfinished run "
+                       "of the same identity there); a folder holding another run or a finished one is refused unless --overwrite")
+    where.add_argument("--resume", metavar="DIR", help="resume the unfinished run in DIR (refused if DIR holds another run)")
+    where.add_argument("--fresh", action="store_true", help="start a new run folder even if an unfinished run of the same identity exists")
+    p.add_argument("--overwrite", action="store_true", help="with --output: replace the run files in DIR, whatever run they belong to")
+    p.add_argument("--runs-dir", metavar="RUNS", help="parent of the automatic run folders (default: babelplug-runs)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--no-progress", action="store_true")
     _add_gen_args(p)

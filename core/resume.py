@@ -1,10 +1,12 @@
 """Resumable computation over a durable, line-atomic ``partial.jsonl``.
 
 The file starts with a header line ``{"babelplug_partial": 1, "identity": HASH}``
-and holds one ``{"key": ..., "value": ...}`` line per finished request. Each
-chunk of results is appended as complete lines in one ``os.write`` on an
-``O_APPEND`` descriptor and fsynced, so after ``kill -9`` or a power loss the
-file ends in at most one torn line, which resuming drops (and redoes).
+and holds one ``{"key": ..., "value": ...}`` line per finished request; the last
+line of each chunk also carries ``"end": true``. Each chunk is appended as
+complete lines in one ``os.write`` on an ``O_APPEND`` descriptor and fsynced, so
+after ``kill -9`` or a power loss the file ends in at most one torn line. Resuming
+drops a torn last line and any records after the last ``end`` (an unfinished
+chunk): those requests are redone, in the same chunk as in an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, PartialFileError
+from .errors import ConfigError, PartialFileError, PluginError
 
 #: Requests per call into the model: the unit of progress and of resumption.
 #: ``BABELPLUG_CHUNK`` overrides it (a positive integer).
@@ -58,22 +60,21 @@ def _write_all(fd: int, data: bytes) -> None:
 def read_partial(path: Path, fingerprint: str) -> tuple[dict[str, Any], int]:
     """The finished ``{key: raw value}`` of ``path`` and the byte length of its good prefix.
 
-    A torn last line (no newline, or not JSON) is left out of the prefix with a
-    :class:`ResumeWarning`; a bad header, a corrupt line before the last, or a
-    header of another run raises :class:`PartialFileError`.
+    A torn last line (no newline, or not JSON) and the records of an unfinished
+    last chunk are left out of the prefix with a :class:`ResumeWarning`; a bad
+    header, a corrupt line before the last, or a header of another run raises
+    :class:`PartialFileError`.
     """
     data = path.read_bytes()
     lines = data.split(b"\n")
     # Every complete line ends in b"\n"; lines[-1] is what follows the last newline (b"" if none torn).
     complete, tail = lines[:-1], lines[-1]
-    good_end = len(data) - len(tail)
     if complete and not tail:
         try:
             json.loads(complete[-1].decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             if len(complete) > 1:  # a complete but garbled last record: torn too (never the header)
                 tail = complete.pop()
-                good_end -= len(tail) + 1
     if tail:
         warnings.warn(
             f"{path}: dropped a torn last line ({len(tail)} bytes) left by an interrupted write; its request is redone",
@@ -91,6 +92,8 @@ def read_partial(path: Path, fingerprint: str) -> tuple[dict[str, Any], int]:
     if header["identity"] != fingerprint:
         raise PartialFileError(path, 1, f"written by another run (identity {header['identity'][:12]}, this run {fingerprint[:12]}); {fix}")
     done: dict[str, Any] = {}
+    pending: dict[str, Any] = {}  # records of the chunk being read
+    offset = end = len(complete[0]) + 1  # end: after the last finished chunk
     for number, raw in enumerate(complete[1:], start=2):
         try:
             record = json.loads(raw.decode("utf-8"))
@@ -98,8 +101,17 @@ def read_partial(path: Path, fingerprint: str) -> tuple[dict[str, Any], int]:
             record = None
         if not (isinstance(record, dict) and isinstance(record.get("key"), str) and "value" in record):
             raise PartialFileError(path, number, f"corrupt record; {fix}")
-        done[record["key"]] = record["value"]
-    return done, good_end
+        pending[record["key"]] = record["value"]
+        offset += len(raw) + 1
+        if record.get("end"):
+            done.update(pending)
+            pending, end = {}, offset
+    if pending:
+        warnings.warn(
+            f"{path}: dropped {len(pending)} record(s) of an unfinished chunk; they are redone together",
+            ResumeWarning, stacklevel=3,
+        )  # fmt: skip
+    return done, end
 
 
 def _open_partial(path: Path, fingerprint: str, good_end: int) -> int:
@@ -153,10 +165,13 @@ def resumable(
         with tqdm(total=len(requests), initial=len(requests) - len(todo), disable=not progress, unit="req", desc=desc) as bar:
             for start in range(0, len(todo), size):
                 part = todo[start : start + size]
+                values = list(compute([requests[i] for i in part]))
+                if len(values) != len(part):
+                    raise PluginError(f"{desc or 'compute'}: the backend returned {len(values)} results for {len(part)} requests")
                 lines = []
-                for i, value in zip(part, compute([requests[i] for i in part])):
+                for n, (i, value) in enumerate(zip(part, values), start=1):
                     done[keys[i]] = value
-                    lines.append(_line({"key": keys[i], "value": encode(value)}))
+                    lines.append(_line({"key": keys[i], "value": encode(value), **({"end": True} if n == len(part) else {})}))
                 if fd is not None:
                     _write_all(fd, b"".join(lines))
                     os.fsync(fd)

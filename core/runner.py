@@ -23,10 +23,8 @@ from . import templates
 from .backend import Backend, Message, Score
 from .errors import CapabilityError, DataError, SpecError, close_matches
 from .model import Model
+from .resume import resumable
 from .tasks import Record, Task, load_task
-
-#: Requests per call into the model: the unit of progress and of resumption.
-CHUNK = 256
 
 
 @dataclass
@@ -101,62 +99,6 @@ def select_languages(task: Task, languages: Sequence[str] | None) -> list[str | 
         if lang not in known:
             raise SpecError(str(task.path), "$.languages", f"no language {lang!r}{close_matches(lang, known)}")
     return chosen
-
-
-def _key(request: Any) -> str:
-    return hashlib.sha256(json.dumps(request, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def resumable(
-    requests: Sequence[Any],
-    compute: Callable[[list[Any]], list[Any]],
-    partial: Path | None,
-    fingerprint: str,
-    *,
-    encode: Callable[[Any], Any] = lambda x: x,
-    decode: Callable[[Any], Any] = lambda x: x,
-    progress: bool = False,
-    desc: str = "",
-    order: Callable[[Any], Any] | None = None,
-) -> list[Any]:
-    """``compute`` every request in chunks, reusing and appending ``partial``.
-
-    Requests go in ``order`` (a sort key; default: longest first) so chunks pad little.
-    """
-    from tqdm.auto import tqdm
-
-    done: dict[str, Any] = {}
-    if partial is not None and partial.is_file():
-        with partial.open(encoding="utf-8") as handle:
-            lines = [json.loads(line) for line in handle if line.strip()]
-        if lines and lines[0].get("fingerprint") == fingerprint:
-            done = {d["key"]: decode(d["value"]) for d in lines[1:] if "key" in d}
-        else:
-            partial.unlink()
-    keys = [_key(r) for r in requests]
-    key = order or (lambda r: -len(json.dumps(r)))
-    todo = sorted({k: i for i, k in enumerate(keys) if k not in done}.values(), key=lambda i: key(requests[i]))
-    handle = None
-    if partial is not None:
-        fresh = not partial.is_file()
-        handle = partial.open("a", encoding="utf-8")
-        if fresh:
-            handle.write(json.dumps({"fingerprint": fingerprint}) + "\n")
-    try:
-        with tqdm(total=len(requests), initial=len(requests) - len(todo), disable=not progress, unit="req", desc=desc) as bar:
-            for start in range(0, len(todo), CHUNK):
-                chunk = todo[start : start + CHUNK]
-                for i, value in zip(chunk, compute([requests[i] for i in chunk])):
-                    done[keys[i]] = value
-                    if handle:
-                        handle.write(json.dumps({"key": keys[i], "value": encode(value)}, ensure_ascii=False) + "\n")
-                if handle:
-                    handle.flush()
-                bar.update(len(chunk))
-    finally:
-        if handle:
-            handle.close()
-    return [done[k] for k in keys]
 
 
 def _argmax(values: Sequence[float]) -> int:
@@ -246,6 +188,9 @@ def run(
     languages: Sequence[str] | None = None,
     limit: int | None = None,
     output: str | os.PathLike[str] | None = None,
+    runs: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    resume: bool | None = None,
     seed: int = 1234,
     generation: Mapping[str, Any] | None = None,
     progress: bool = False,
@@ -258,7 +203,13 @@ def run(
     :param data: a JSONL file replacing the task's data ('{language}' allowed).
     :param languages: language variants to run (default: all).
     :param limit: at most this many records per language.
-    :param output: folder for ``results.json`` and ``samples.jsonl``.
+    :param output: the run folder for ``results.json`` and ``samples.jsonl`` (None: write nothing).
+        An unfinished run of the same identity there is resumed; a folder holding another
+        run or a finished one is refused unless ``overwrite`` (see :mod:`babelplug.rundir`).
+    :param runs: instead of ``output``, a parent folder: the run gets its own folder
+        ``runs/<task>/<model>/<run-id>``, or resumes the one unfinished run of the same identity there.
+    :param overwrite: replace the run files in ``output`` whatever run they belong to.
+    :param resume: True: resume or fail; False: never resume; None: resume when unambiguous.
     :param seed: seeds torch before the run (recorded in the results).
     :param generation: generation parameters overriding the task's (generation and chat tasks).
     """
@@ -284,16 +235,28 @@ def run(
 
         model = model() if callable(model) else load(model)
         check_capabilities(task, type(model.backend))
-    out = Path(output) if output is not None else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
+    run_dir = None
+    if output is not None or runs is not None:
+        from . import rundir
+
+        identity = {  # what must match for a folder to be resumed (run.json)
+            "task": task.name, "task_hash": task.hash, "model": model.info.as_dict(), "weights": rundir.weights_digest(model.info.path),
+            "options": model.backend.options, "seed": seed, "languages": [str(lang or "default") for lang in langs],
+            "limit": limit, "data": str(data) if data else None, "records": hashlib.sha256(repr(items).encode()).hexdigest(),
+        }  # fmt: skip
+        run_dir = rundir.open_run(identity, output=output, runs=runs, group=(task.name, model.info.name), overwrite=overwrite, resume=resume)
+    out = run_dir.path if run_dir else None
     if "torch" in sys.modules:  # backends that use torch have imported it by now
         sys.modules["torch"].manual_seed(seed)
-    fingerprint = json.dumps([task.hash, model.info.as_dict(), model.backend.options, seed], sort_keys=True, default=str)
-    partial = out / "partial.jsonl" if out else None
+    partial, fingerprint = (run_dir.partial, run_dir.fingerprint) if run_dir else (None, "")
     started = time.perf_counter()
     make = _choice_samples if task.kind == "multiple_choice" else _generation_samples
-    samples = make(task, model, items, partial, fingerprint, progress)
+    try:
+        samples = make(task, model, items, partial, fingerprint, progress)
+    except BaseException:
+        if run_dir:
+            run_dir.release()  # the folder stays, for a resume
+        raise
     elapsed = time.perf_counter() - started
     for n, s in enumerate(samples):
         s["doc_id"] = n
@@ -314,14 +277,9 @@ def run(
     }  # fmt: skip
     if task.kind == "multiple_choice":
         results["n_requests"] = sum(len(s["choices"]) for s in samples)
-    if out:
-        _write_atomic(out / "samples.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
-        _write_atomic(out / "results.json", json.dumps(results, ensure_ascii=False, indent=2, default=str) + "\n")
-        (out / "partial.jsonl").unlink(missing_ok=True)
+    if run_dir:  # samples, then results, each atomically; then partial.jsonl goes and the lock is released
+        run_dir.finish(
+            json.dumps(results, ensure_ascii=False, indent=2, default=str) + "\n",
+            "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples),
+        )
     return Report(metrics, per_language, results, samples, out)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -18,6 +18,9 @@ The operations and the semantics the conformance suite checks:
     the continuation's tokens given the context, their count, and whether the
     continuation is the greedy decode. An empty context means "given only the
     family's prefix token". Batched results equal unbatched ones (fp32: 1e-4).
+    An empty or whitespace-only continuation is a
+    :class:`~babelplug.errors.RequestError` (checked by :meth:`babelplug.Model.score`
+    before the backend is called).
 ``generate(prompts, params)``
     Completions without the prompt. ``params`` were validated against
     ``specs/generation.schema.json``; ``stop`` strings are cut off the text.
@@ -58,6 +61,12 @@ class Score:
     """How many continuation tokens were scored."""
     is_greedy: bool
     """Whether greedy decoding from the context would produce the continuation."""
+    truncated: bool = False
+    """Whether the context was left-truncated to fit the model's maximum length."""
+    resplit: bool = False
+    """Whether the continuation's tokens were chosen apart from ``encode(context + continuation)``,
+    because that tokenization crosses the context/continuation boundary (see
+    :meth:`babelplug.hf.TransformersBackend.encode_pairs`)."""
 
 
 class Backend(ABC):

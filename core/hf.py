@@ -8,11 +8,15 @@ Importing this module is cheap: torch and transformers load in :meth:`load`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backend import Backend, Message, Score
-from .errors import MissingDependencyError, ModelLoadError, OptionError
+from .errors import MissingDependencyError, ModelLoadError, OptionError, RequestError
+from .generation import SAMPLING_KEYS, SCRIPT_PREFIXES, StopOnStrings, cut_at_stop, in_script, pieces_outside_script
+from .limits import LIMIT_OPTIONS, Limits, Shape, TruncationWarning, over_budget, warn_truncated, within_budget
+from .scoring import Pairs, TokenPair, context_groups, encode_pairs, fill, pack, probe_packing, row_length, tree_mask
 
 if TYPE_CHECKING:
     import torch
@@ -38,8 +42,16 @@ TRANSFORMERS_OPTIONS: dict[str, Any] = {
         "load_in_4bit": {"type": "boolean", "description": "Spelling of quantization='4bit'."},
         "trust_remote_code": {"type": "boolean", "description": "Run code shipped in the model folder (off unless you opt in)."},
         "chat_format": {"type": "string", "description": "A registered chat format, or 'template'."},
+        **LIMIT_OPTIONS,
     },
 }
+
+__all__ = [
+    "TRANSFORMERS_OPTIONS", "TransformersBackend", "installed", "quantization", "pad_rows", "batched", "longest_first",
+    # re-exported from babelplug.generation, babelplug.scoring and babelplug.limits
+    "SAMPLING_KEYS", "SCRIPT_PREFIXES", "StopOnStrings", "cut_at_stop", "in_script", "TokenPair", "tree_mask",
+    "Limits", "TruncationWarning",
+]  # fmt: skip
 
 
 def installed(module: str) -> bool:
@@ -98,6 +110,8 @@ class TransformersBackend(Backend):
     auto_class: ClassVar[str] = "AutoModelForCausalLM"
     default_chat_format: ClassVar[str] = "plain"
     default_batch_size: ClassVar[int] = 32
+    causal: ClassVar[bool] = True
+    """Decoder-only (True) or encoder-decoder: how the maximum length applies."""
     default_generation: ClassVar[dict[str, Any]] = {}
     """Generation parameters used when the caller leaves them out (a model card's defaults)."""
     options_schema = TRANSFORMERS_OPTIONS
@@ -106,6 +120,9 @@ class TransformersBackend(Backend):
         self.path, self.options = Path(path), dict(options)
         self.tokenizer, self.model = tokenizer, model
         self.batch_size = int(options.get("batch_size", self.default_batch_size))
+        config = getattr(model, "config", None)
+        self.limits = Limits.of(config, tokenizer, options)
+        self.shape = Shape.of(config, getattr(getattr(model, "dtype", None), "itemsize", 4))
 
     # -- load -------------------------------------------------------------
     @classmethod
@@ -182,7 +199,7 @@ class TransformersBackend(Backend):
 
     # -- tokenize -----------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        return [list(ids) for ids in self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+        return [list(ids) for ids in self.tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]]
 
     def detokenize(self, ids: Sequence[Sequence[int]]) -> list[str]:
         return self.tokenizer.batch_decode([list(i) for i in ids], skip_special_tokens=True)
@@ -193,45 +210,54 @@ class TransformersBackend(Backend):
         start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         return [start] if start is not None else []
 
-    def encode_pairs(self, requests: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-        """Token pairs as lm-evaluation-harness makes them: ``encode(context)``, then
-        ``encode(context + continuation)`` past ``len(encode(context))``.
+    def encode_pairs(self, requests: Sequence[tuple[str, str]]) -> list[TokenPair]:
+        """Token pairs as lm-evaluation-harness makes them, except where its continuation
+        tokens would not spell the continuation (then ``resplit``); see :func:`babelplug.scoring.encode_pairs`."""
+        return encode_pairs(self, requests)
 
-        Trailing whitespace of the context moves to the continuation, as in
-        lm-evaluation-harness, so both tokenize the same way. Where the whole text
-        tokenizes differently across the boundary (scripts without spaces, such as
-        Thai), the context keeps its own tokens, as in lm-evaluation-harness; every
-        choice of an item then has the same context tokens.
-        """
-        contexts, wholes = [], []
-        for context, continuation in requests:
-            stripped = context.rstrip()
-            contexts.append(stripped)
-            wholes.append(stripped + context[len(stripped) :] + continuation)
-        ctx_ids = self.tokenize(contexts)
-        whole_ids = self.tokenize(wholes)
-        return [(ctx or self.prefix_ids(), whole[len(ctx) :]) for ctx, whole in zip(ctx_ids, whole_ids)]
+    def fit_pairs(self, pairs: Pairs) -> tuple[list[tuple[list[int], list[int]]], list[bool]]:
+        """Pairs cut to the model's maximum length (see :meth:`Limits.fit_pair`), and which were cut; warns once."""
+        fitted, cut = [], []
+        for i, (ctx, cont) in enumerate(pairs):
+            if not cont:
+                raise RequestError("score requests", i, "continuation", "tokenizes to no tokens: there is nothing to score")
+            ctx, was_cut = self.limits.fit_pair(i, list(ctx), list(cont), "score requests", causal=self.causal)
+            fitted.append((ctx, list(cont)))
+            cut.append(was_cut)
+        warn_truncated(self.limits, sum(cut), len(cut), "score requests")
+        return fitted, cut
 
     # -- score --------------------------------------------------------------
     def score(self, requests: Sequence[tuple[str, str]]) -> list[Score]:
-        """Score in batches of ``batch_size`` requests, longest first.
+        """Score in batches of ``batch_size`` requests, longest first, within the limits.
 
         Requests with the same context (the choices of one item) go into one batch
-        when the model can share it (see :meth:`score_batch`).
+        when the model can share it (see :meth:`score_batch`). A batch whose
+        estimated memory exceeds ``memory_budget`` is split.
         """
-        pairs = self.encode_pairs(requests)
+        self.limits.check_chars(requests, "score requests", ("context", "continuation"))
+        encoded = self.encode_pairs(requests)
+        pairs, cut = self.fit_pairs(encoded)
         if len({tuple(ctx) for ctx, _ in pairs}) < len(pairs) and self._packing():
-            groups = _context_groups(pairs, self.batch_size)
+            groups = context_groups(pairs, self.batch_size)
         else:
             groups = [[i] for i in range(len(pairs))]
-        groups = [groups[g] for g in longest_first([_row_length(pairs, g) for g in groups])]
+        groups = [groups[g] for g in longest_first([row_length(pairs, g) for g in groups])]
+        refuse = over_budget("score requests", "context", self.limits.memory_budget)
         results: list[Score | None] = [None] * len(pairs)
-        for chunk in _fill(groups, self.batch_size):
-            for i, result in zip(chunk, self.score_batch([pairs[i] for i in chunk])):
-                results[i] = result
+        for chunk in fill(groups, self.batch_size):
+            for part in within_budget(chunk, lambda c: self.batch_memory([pairs[i] for i in c]), self.limits.memory_budget, refuse):
+                for i, result in zip(part, self.score_batch([pairs[i] for i in part])):
+                    results[i] = replace(result, truncated=cut[i], resplit=bool(getattr(encoded[i], "resplit", False)))
         return results  # type: ignore[return-value]
 
-    def score_batch(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[Score]:
+    def batch_memory(self, pairs: Pairs) -> int:
+        """Estimated activation bytes of :meth:`score_batch` on ``pairs``."""
+        mode = self._packing() if len({tuple(ctx) for ctx, _ in pairs}) < len(pairs) else ""
+        packed = pack(pairs, mode)
+        return self.shape.causal_score(len(packed.ids), packed.width, len(packed.picks))
+
+    def score_batch(self, pairs: Pairs) -> list[Score]:
         """Score one batch of token pairs: right padding, head only on continuations.
 
         Where the model allows it, pairs with the same context share one row: the
@@ -242,58 +268,32 @@ class TransformersBackend(Backend):
         import torch
 
         mode = self._packing() if len({tuple(ctx) for ctx, _ in pairs}) < len(pairs) else ""
-        rows: dict[Any, list[int]] = {}
-        for i, (ctx, _) in enumerate(pairs):
-            rows.setdefault(tuple(ctx) if mode else i, []).append(i)
-        ids_rows, pos_rows, seg_rows = [], [], []
-        picks: list[tuple[int, int]] = []  # (row, column) of each hidden state the head needs
-        sel: list[list[int]] = [[] for _ in pairs]  # per pair: the pick predicting each continuation token
-        for r, members in enumerate(rows.values()):
-            ctx = pairs[members[0]][0]
-            ids, pos, seg = list(ctx), list(range(len(ctx))), [0] * len(ctx)
-            first = -1  # the context's last position predicts every branch's first token
-            for branch, i in enumerate(members, 1):
-                cont = pairs[i][1]
-                if not cont:
-                    continue
-                if first < 0:
-                    picks.append((r, len(ctx) - 1))
-                    first = len(picks) - 1
-                sel[i].append(first)
-                for j, tok in enumerate(cont[:-1]):
-                    sel[i].append(len(picks))
-                    picks.append((r, len(ids)))
-                    ids.append(tok)
-                    pos.append(len(ctx) + j)
-                    seg.append(branch)
-            ids_rows.append(ids)
-            pos_rows.append(pos)
-            seg_rows.append(seg)
-        width = max(len(ids) for ids in ids_rows)
+        packed = pack(pairs, mode)
+        width = packed.width
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in ids_rows])
-        segments = torch.tensor([seg + [-1] * (width - len(seg)) for seg in seg_rows])
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in packed.ids])
+        segments = torch.tensor([seg + [-1] * (width - len(seg)) for seg in packed.segments])
         position_ids = None
-        if len(rows) < len(pairs):
-            mask = _tree_mask(segments, mode, self.model.dtype)
-            position_ids = torch.tensor([pos + [0] * (width - len(pos)) for pos in pos_rows]).to(self.device)
+        if len(packed.ids) < len(pairs):
+            mask = tree_mask(segments, mode, self.model.dtype)
+            position_ids = torch.tensor([pos + [0] * (width - len(pos)) for pos in packed.positions]).to(self.device)
         else:
             mask = (segments >= 0).long()
         targets = torch.tensor([t for (_, cont) in pairs for t in cont], dtype=torch.long)
         with torch.inference_mode():
             args = (input_ids.to(self.device), mask.to(self.device))
             hidden = self.hidden_states(*args) if position_ids is None else self.hidden_states(*args, position_ids)
-            if picks:
-                where = torch.tensor(picks, dtype=torch.long, device=hidden.device)
+            if packed.picks:
+                where = torch.tensor(packed.picks, dtype=torch.long, device=hidden.device)
                 logits = self.model.get_output_embeddings()(hidden[where[:, 0], where[:, 1]]).float()
             else:
                 logits = torch.zeros((0, 1), device=hidden.device)
-            index = torch.tensor([k for s in sel for k in s], dtype=torch.long, device=logits.device)
+            index = torch.tensor([k for s in packed.sel for k in s], dtype=torch.long, device=logits.device)
             target = targets.to(logits.device)
             token_lp = logits.log_softmax(-1)[index, target].double().tolist()
             greedy = (logits.argmax(-1)[index] == target).tolist()
         out, start = [], 0
-        for s in sel:
+        for s in packed.sel:
             n = len(s)
             out.append(Score(sum(token_lp[start : start + n]) if n else 0.0, n, all(greedy[start : start + n])))
             start += n
@@ -311,64 +311,53 @@ class TransformersBackend(Backend):
         return self.model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra).last_hidden_state
 
     def _packing(self) -> str:
-        """How the model takes a tree mask: 'binary' (1 attends), 'additive', or '' (not at all).
-
-        Probed once per model: one packed row (a context and two branches) must give
-        the hidden states of the two plain rows it stands for.
-        """
+        """How the model takes a tree mask ('binary', 'additive' or ''), probed once per model
+        (see :func:`babelplug.scoring.probe_packing`)."""
         mode = getattr(self, "_packing_mode", None)
         if mode is None:
-            mode = self._packing_mode = self._probe_packing()
+            mode = self._packing_mode = probe_packing(self)
         return mode
-
-    def _probe_packing(self) -> str:
-        import warnings
-
-        import torch
-
-        if getattr(self.model.config, "is_encoder_decoder", False):
-            return ""
-        base = self.model.get_input_embeddings().num_embeddings // 3
-        a, b, c, d, e = (base + k for k in range(5))
-        dev = self.device
-        tol = 1e-4 if self.model.dtype == torch.float32 else 3e-2
-        try:
-            with torch.inference_mode():
-                one = self.hidden_states(torch.tensor([[a, b, c]], device=dev), torch.ones(1, 3, dtype=torch.long, device=dev))
-                two = self.hidden_states(torch.tensor([[a, b, d, e]], device=dev), torch.ones(1, 4, dtype=torch.long, device=dev))
-        except Exception:  # noqa: BLE001 - a model that cannot run the probe cannot pack
-            return ""
-        expected = torch.cat([one[0], two[0, 2:]])
-        segments = torch.tensor([[0, 0, 1, 2, 2]])
-        for mode in ("binary", "additive"):
-            try:
-                with torch.inference_mode(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # e.g. BLOOM warns that it ignores position_ids
-                    got = self.hidden_states(
-                        torch.tensor([[a, b, c, d, e]], device=dev),
-                        _tree_mask(segments, mode, self.model.dtype).to(dev),
-                        torch.tensor([[0, 1, 2, 2, 3]], device=dev),
-                    )[0]
-            except Exception:  # noqa: BLE001 - this mask convention is not the model's
-                continue
-            if got.shape == expected.shape and torch.allclose(got.float(), expected.float(), atol=tol, rtol=tol):
-                return mode
-        return ""
 
     # -- generate -----------------------------------------------------------
     def generate(self, prompts: Sequence[str], params: Mapping[str, Any]) -> list[str]:
+        """Generate in batches of ``batch_size`` prompts, longest first, within the limits.
+
+        Prompts are cut and ``max_new_tokens`` capped to the model's maximum
+        length (see :meth:`fit_prompts`); prompts with the same cap share batches.
+        """
         import torch
 
         kwargs = self.generation_kwargs(params)
         if params.get("seed") is not None:
             torch.manual_seed(params["seed"])
-        encoded = self.tokenize(prompts)
+        self.limits.check_chars([(p,) for p in prompts], "prompts", ("prompt",))
+        encoded, budgets = self.fit_prompts(self.tokenize(prompts), kwargs["max_new_tokens"])
         results: list[str] = [""] * len(prompts)
-        for chunk in batched(longest_first([len(e) for e in encoded]), self.batch_size):
-            texts = self.generate_batch([encoded[i] for i in chunk], kwargs)
-            for i, text in zip(chunk, texts):
-                results[i] = cut_at_stop(text, params.get("stop", ()))
+        order = longest_first([len(e) for e in encoded])
+        refuse = over_budget("prompts", "prompt", self.limits.memory_budget)
+        for new in sorted(set(budgets), reverse=True):
+            for chunk in batched([i for i in order if budgets[i] == new], self.batch_size):
+                def cost(c: list[int]) -> int:
+                    return self.shape.generation(len(c), max(len(encoded[i]) for i in c) + new, int(kwargs.get("num_beams", 1)))
+
+                for part in within_budget(chunk, cost, self.limits.memory_budget, refuse):
+                    texts = self.generate_batch([encoded[i] for i in part], {**kwargs, "max_new_tokens": new})
+                    for i, text in zip(part, texts):
+                        results[i] = cut_at_stop(text, params.get("stop", ()))
         return results
+
+    def fit_prompts(self, prompts: Sequence[list[int]], max_new_tokens: int) -> tuple[list[list[int]], list[int]]:
+        """Prompts cut to the model's maximum length and the new tokens each may get
+        (see :meth:`Limits.fit_prompt`); one :class:`TruncationWarning` says what changed."""
+        fitted, budgets, cut = [], [], 0
+        for i, ids in enumerate(prompts):
+            ids, new, was_cut = self.limits.fit_prompt(i, list(ids), max_new_tokens, causal=self.causal)
+            fitted.append(ids)
+            budgets.append(new)
+            cut += was_cut
+        capped = sum(1 for b in budgets if b < max_new_tokens)
+        warn_truncated(self.limits, cut, len(prompts), "prompts", capped=capped)
+        return fitted, budgets
 
     def generate_batch(self, prompts: Sequence[list[int]], kwargs: Mapping[str, Any]) -> list[str]:
         """Left-pad token prompts, generate, and decode the completions."""
@@ -420,23 +409,11 @@ class TransformersBackend(Backend):
         return kwargs
 
     def pieces_outside_script(self, script: str) -> frozenset[int]:
-        """Ids of vocabulary pieces with any character outside ``script`` (cached per script).
-
-        A piece that starts a word (``▁``/``Ġ``) counts as holding a space, so it
-        is outside too; so are special tokens. This generalises WangChanGLM's
-        ``exclude_ids`` (every piece with a non-Thai character) to any script.
-        """
+        """Ids of vocabulary pieces outside ``script`` (cached per script; see
+        :func:`babelplug.generation.pieces_outside_script`)."""
         cache = self.__dict__.setdefault("_script_cache", {})
         if script not in cache:
-            tok = self.tokenizer
-            inside = []
-            for i, raw in enumerate(tok.convert_ids_to_tokens(list(range(len(tok))))):
-                text = "" if raw is None or raw.startswith(("▁", "Ġ")) else tok.convert_tokens_to_string([raw])
-                if text and all(in_script(ch, script) for ch in text):
-                    inside.append(i)
-            if not inside:
-                raise OptionError("generation parameters", "$.first_token_script", f"no vocabulary piece of this model is written in script {script!r}")
-            cache[script] = frozenset(range(len(tok))) - frozenset(inside)
+            cache[script] = pieces_outside_script(self.tokenizer, script)
         return cache[script]
 
     # -- chat ---------------------------------------------------------------
@@ -453,78 +430,3 @@ class TransformersBackend(Backend):
         import gc
 
         gc.collect()
-
-
-def _context_groups(pairs: Sequence[tuple[list[int], list[int]]], size: int) -> list[list[int]]:
-    """Indices of pairs with the same context, at most ``size`` to a group."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, (ctx, _) in enumerate(pairs):
-        groups.setdefault(tuple(ctx), []).append(i)
-    return [g[k : k + size] for g in groups.values() for k in range(0, len(g), size)]
-
-
-def _row_length(pairs: Sequence[tuple[list[int], list[int]]], group: Sequence[int]) -> int:
-    """Tokens in the row a group of same-context pairs is scored in."""
-    return len(pairs[group[0]][0]) + sum(max(len(pairs[i][1]) - 1, 0) for i in group)
-
-
-def _fill(groups: Sequence[list[int]], size: int) -> Iterator[list[int]]:
-    """Consecutive groups packed into chunks of at most ``size`` indices (a bigger group alone)."""
-    chunk: list[int] = []
-    for group in groups:
-        if chunk and len(chunk) + len(group) > size:
-            yield chunk
-            chunk = []
-        chunk += group
-    if chunk:
-        yield chunk
-
-
-def _tree_mask(segments: torch.Tensor, mode: str, dtype: torch.dtype) -> torch.Tensor:
-    """``[batch, 1, seq, seq]`` mask: causal, and a branch sees the context (0) and itself.
-
-    ``segments`` is ``[batch, seq]``: 0 for context, k for branch k, -1 for padding.
-    """
-    import torch
-
-    width = segments.shape[1]
-    allowed = (segments[:, :, None] == segments[:, None, :]) | (segments[:, None, :] == 0)
-    allowed &= torch.ones(width, width, dtype=torch.bool).tril()
-    if mode == "binary":
-        return allowed[:, None].to(dtype)
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-
-
-#: Generation parameters that matter only when sampling.
-SAMPLING_KEYS = frozenset({"temperature", "top_k", "top_p", "typical_p"})
-
-#: Unicode script names whose characters are not named after the script.
-SCRIPT_PREFIXES = {"han": ("CJK UNIFIED IDEOGRAPH",), "japanese": ("HIRAGANA", "KATAKANA", "CJK UNIFIED IDEOGRAPH")}
-
-
-def in_script(ch: str, script: str) -> bool:
-    """Whether ``ch`` belongs to ``script`` ("thai", "latin", "han", "tamil", ...), by its Unicode name."""
-    import unicodedata
-
-    name = unicodedata.name(ch, "")
-    prefixes = SCRIPT_PREFIXES.get(script.lower(), (script.upper() + " ",))
-    return name.startswith(prefixes)
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    """``text`` up to the earliest occurrence of any stop string."""
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
-    return text[:cut]
-
-
-class StopOnStrings:
-    """A transformers stopping criterion: a row is done once its new text holds a stop string."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, stops: Sequence[str], prompt_width: int):
-        self.tokenizer, self.stops, self.start = tokenizer, list(stops), prompt_width
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        import torch
-
-        texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
-        return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)

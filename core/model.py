@@ -10,7 +10,7 @@ from typing import Any
 from .backend import Backend, Message, Score
 from .catalog import ModelEntry
 from .chat import check_messages
-from .errors import OptionError, SpecError
+from .errors import OptionError, RequestError, SpecError
 from .schemas import schema, validate
 
 
@@ -83,6 +83,9 @@ class Model:
         for i, req in enumerate(requests):
             if not (isinstance(req, (tuple, list)) and len(req) == 2 and all(isinstance(x, str) for x in req)):
                 raise SpecError("score requests", f"$[{i}]", "expected a (context, continuation) pair of strings")
+            if not req[1].strip():
+                what = "is empty" if not req[1] else f"is only whitespace ({req[1]!r})"
+                raise RequestError("score requests", i, "continuation", f"{what}: there is nothing to score")
             pairs.append((req[0], req[1]))
         return self._call("score", (pairs,))
 

@@ -16,7 +16,8 @@ A plugin runs it against a tiny model of its family by subclassing
 
 It checks the contract, not the family: tokenize round-trips multilingual text;
 ``score`` sums log-probabilities over the continuation's tokens, reports token
-counts and greedy flags, handles an empty context, and gives the same results
+counts and greedy flags, handles an empty context, refuses an empty or whitespace-only continuation
+(:class:`~babelplug.errors.RequestError` naming the request), and gives the same results
 batched and alone (within :attr:`BackendConformance.score_tolerance`); greedy
 generation is the same batched and alone; seeded sampling repeats; ``stop`` and
 ``max_new_tokens`` are honoured; the chat format yields a prompt the model
@@ -33,7 +34,7 @@ import pytest
 
 import babelplug as bp
 from babelplug.backend import OPERATIONS
-from babelplug.errors import CapabilityError, OptionError
+from babelplug.errors import CapabilityError, OptionError, RequestError
 
 #: Multilingual text of the XCOPA data and the model cards (8 scripts).
 SAMPLES = (
@@ -66,8 +67,11 @@ class BackendConformance:
     score_tolerance: ClassVar[float] = 1e-4
     """Largest allowed |batched - unbatched| log-probability (fp32)."""
     encoder_decoder: ClassVar[bool] = False
-    """Encoder-decoder backends score the final end-of-sequence token too, so a
-    greedy text cut by ``max_new_tokens`` is not a greedy continuation."""
+    """Encoder-decoder backends score the continuation's own tokens, not split from the whole text."""
+    scores_end_token: ClassVar[bool] = False
+    """Whether the backend also scores the continuation's final end-of-sequence token
+    (seq2seq ``score_eos=True``); then a greedy text cut by ``max_new_tokens`` is not a
+    greedy continuation."""
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -119,6 +123,13 @@ class BackendConformance:
             assert math.isfinite(s.logprob) and s.logprob <= 0
             assert s.num_tokens >= 1 and isinstance(s.is_greedy, bool)
 
+    @pytest.mark.parametrize("continuation", ["", " ", "\n\t "])
+    def test_empty_or_blank_continuation_is_a_request_error(self, model, continuation: str) -> None:
+        self._needs(model, "score")
+        with pytest.raises(RequestError, match=r"\$\[1\]\.continuation") as caught:
+            model.score([REQUESTS[0], ("Flam bouji a te etenn.", continuation)])
+        assert (caught.value.index, caught.value.part) == (1, "continuation")
+
     def test_score_handles_an_empty_context(self, model) -> None:
         self._needs(model, "score")
         (s,) = model.score([("", "Mwen te soufle bouji a.")])
@@ -134,12 +145,13 @@ class BackendConformance:
 
     def test_score_sums_over_continuation_tokens(self, model) -> None:
         """Causal: log P(a+b | c) = log P(a | c) + log P(b | c+a) where tokens split cleanly.
-        Encoder-decoder: the count is the continuation's own tokens (end token included)."""
+        Encoder-decoder: the count is the continuation's own tokens (its end token only with
+        :attr:`scores_end_token`)."""
         self._needs(model, "score")
         context, continuation = "Flam bouji a te etenn.", " Mwen te soufle bouji a."
         if self.encoder_decoder:
             (s,) = model.score([(context, continuation)])
-            assert s.num_tokens == len(model.tokenize([continuation])[0])
+            assert s.num_tokens == len(model.tokenize([continuation])[0]) - (0 if self.scores_end_token else 1)
             return
         whole = model.tokenize([context + continuation])[0]
         for cut in [i for i, ch in enumerate(continuation) if ch == " " and i > 0]:
@@ -159,7 +171,7 @@ class BackendConformance:
         for prompt in PROMPTS:
             text = model.generate([prompt], max_new_tokens=3, do_sample=False)[0]
             flags.append(model.score([(prompt, text)])[0].is_greedy)
-        if not self.encoder_decoder:
+        if not self.scores_end_token:
             assert any(flags), "no greedy continuation was flagged greedy"
         (odd,) = model.score([(PROMPTS[0], " zzzz qqqq 龘龘龘 xxxx")])
         assert odd.is_greedy is False

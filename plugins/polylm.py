@@ -153,10 +153,16 @@ class PolyLMBackend(TransformersBackend):
         stops = kwargs.pop("stop_strings", None)
         if params.get("seed") is not None:
             torch.manual_seed(params["seed"])
+        self.limits.check_chars([(p,) for p in prompts], "prompts", ("prompt",))
+        encoded = self.tokenize(prompts)
+        fitted, budgets = self.fit_prompts(encoded, kwargs["max_new_tokens"])
         results = []
-        for prompt, ids in zip(prompts, self.tokenize(prompts)):
+        for prompt, full_ids, ids, new in zip(prompts, encoded, fitted, budgets):
+            if ids != full_ids:  # cut to the model's maximum length: the pipeline gets the kept text
+                prompt = self.tokenizer.decode(ids, skip_special_tokens=True)
+                ids = self.tokenize([prompt])[0]
             extra = {"stopping_criteria": [StopOnStrings(self.tokenizer, stops, len(ids))]} if stops else {}
-            full = self.pipeline(prompt, **kwargs, **extra)["text"]
+            full = self.pipeline(prompt, **{**kwargs, "max_new_tokens": new}, **extra)["text"]
             results.append(cut_at_stop(self.completion(ids, full), params.get("stop", ())))
         return results
 

@@ -26,6 +26,14 @@ class TestMT0(_Tiny):
     encoder_decoder = True
 
 
+class TestMT0ScoreEOS(_Tiny):
+    """The cards' convention: the final </s> is scored."""
+
+    backend = family = "mt0"
+    encoder_decoder = scores_end_token = True
+    load_options = {"score_eos": True}
+
+
 class TestBLOOMZ(_Tiny):
     backend = family = "bloomz"
 

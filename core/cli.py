@@ -125,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         check_capabilities(task, target.backend)
     # The model loads only once the task, its data and the backend's capabilities are checked.
     report = run(task, lambda: _load(args), data=args.data, languages=args.languages, limit=args.limit,
-                 **where, seed=args.seed, generation=params, progress=not args.no_progress)  # fmt: skip
+                 **where, seed=args.seed, generation=params, num_fewshot=args.num_fewshot, progress=not args.no_progress)  # fmt: skip
     metrics = list(report.metrics)
     print(f"{'language':<10}" + "".join(f"{m:>10}" for m in metrics) + f"{'n':>6}")
     for lang, row in report.per_language.items():
@@ -337,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--fresh", action="store_true", help="start a new run folder even if an unfinished run of the same identity exists")
     p.add_argument("--overwrite", action="store_true", help="with --output: replace the run files in DIR, whatever run they belong to")
     p.add_argument("--runs-dir", metavar="RUNS", help="parent of the automatic run folders (default: babelplug-runs)")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=int, default=1234, help="torch seed and few-shot sampler seed")
+    p.add_argument("--num-fewshot", type=int, help="demonstrations per item (default: the task's fewshot.num_fewshot, else 0)")
     p.add_argument("--no-progress", action="store_true")
     _add_gen_args(p)
     p.set_defaults(func=cmd_run)

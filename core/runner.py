@@ -14,7 +14,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ from . import metrics as metric_fns
 from . import templates
 from .backend import Backend, Message, Score
 from .errors import CapabilityError, DataError, SpecError, close_matches
+from .fewshot import choose
+from .fewshot import join as fewshot_join
 from .model import Model
 from .resume import resumable
 from .tasks import Record, Task, load_task
@@ -51,41 +53,82 @@ class Item:
     prompt: str = ""
     messages: tuple[Message, ...] = ()
     target: str | None = None
+    prefix: str = ""
+    """Few-shot demonstrations before the context (multiple choice)."""
+    fewshot_ids: tuple[int, ...] = ()
+    """Positions, in the language's split, of the records shown as demonstrations."""
 
 
-def _item(task: Task, rec: Record, language: str | None) -> Item:
+def _shot(task: Task, rec: Record) -> str:
+    """A demonstration as plain text: the record's prompt followed by its answer (gold choice or target)."""
+    prompt = task.spec["prompt"]
+    if task.kind == "multiple_choice":
+        gold = _gold(task, rec, len(prompt["choices"]))
+        return task.render(prompt["context"], rec) + task.render(prompt["choices"][gold], rec)
+    if "target" not in prompt:
+        raise SpecError(str(task.path), "$.prompt.target", "few-shot demonstrations show their target: the task needs a target template")
+    return task.render(prompt["text"], rec) + task.render(prompt["target"], rec)
+
+
+def _gold(task: Task, rec: Record, n_choices: int) -> int:
+    raw = task.render(task.spec["prompt"]["answer"], rec)
+    if not (raw.strip().isdigit() and int(raw) < n_choices):
+        raise DataError(rec.file, rec.line, "answer", f"{raw!r} is not a choice index below {n_choices}")
+    return int(raw)
+
+
+def _item(task: Task, rec: Record, language: str | None, shots: Sequence[Record] = ()) -> Item:
     prompt = task.spec["prompt"]
     where = dict(language=language, file=rec.file, line=rec.line)
+    fewshot = task.spec.get("fewshot", {})
     target = None
     if "target" in prompt and templates.names(prompt["target"]) <= set(rec.fields) | set(task.variables(language)):
         target = task.render(prompt["target"], rec)  # records without the optional fields have none
-    if task.kind == "generation":
-        return Item(**where, prompt=task.render(prompt["text"], rec), target=target)
     if task.kind == "chat":
-        messages = tuple({"role": m["role"], "content": task.render(m["content"], rec)} for m in prompt["messages"])
+        turns: list[Message] = []
+        for demo in shots:
+            if "target" not in prompt:
+                raise SpecError(str(task.path), "$.prompt.target", "few-shot chat turns show their target: the task needs a target template")
+            turns += [{"role": m["role"], "content": task.render(m["content"], demo)} for m in prompt["messages"] if m["role"] != "system"]
+            turns.append({"role": "assistant", "content": task.render(prompt["target"], demo)})
+        own = [{"role": m["role"], "content": task.render(m["content"], rec)} for m in prompt["messages"]]
+        system = [m for m in own if m["role"] == "system"]
+        messages = tuple(system + turns + [m for m in own if m["role"] != "system"])
         return Item(**where, messages=messages, target=target)
+    description = task.render(fewshot.get("description", ""), rec) if shots else ""
+    prefix = fewshot_join(description, [_shot(task, d) for d in shots], fewshot.get("separator", "\n\n"), "") if shots else ""
+    if task.kind == "generation":
+        return Item(**where, prompt=prefix + task.render(prompt["text"], rec), target=target)
     choices = tuple(task.render(t, rec) for t in prompt["choices"])
-    raw = task.render(prompt["answer"], rec)
-    if not (raw.strip().isdigit() and int(raw) < len(choices)):
-        raise DataError(rec.file, rec.line, "answer", f"{raw!r} is not a choice index below {len(choices)}")
-    return Item(**where, context=task.render(prompt["context"], rec), choices=choices, answer=int(raw))
+    answer = _gold(task, rec, len(choices))
+    return Item(**where, context=task.render(prompt["context"], rec), choices=choices, answer=answer, prefix=prefix)
 
 
-def build_items(task: Task, languages: Sequence[str | None], data: str | os.PathLike[str] | None, limit: int | None) -> list[Item]:
-    """Render every record of every selected language (all checked before any model call)."""
+def build_items(task: Task, languages: Sequence[str | None], data: str | os.PathLike[str] | None, limit: int | None, seed: int = 1234) -> list[Item]:
+    """Render every record of every selected language (all checked before any model call).
+
+    With ``fewshot.num_fewshot`` > 0, each item gets demonstrations from the rest of
+    its language's split (see :mod:`babelplug.fewshot`).
+    """
     field_name = task.spec.get("language_field")
+    fewshot = task.spec.get("fewshot", {})
+    n = int(fewshot.get("num_fewshot", 0))
     items = []
     for lang, file in task.data_files(languages, data):
-        for rec in task.records(lang, file, limit):
+        records = list(task.records(lang, file, None if n else limit))
+        evaluated = records[:limit] if limit is not None else records
+        picks = choose(len(records), list(range(len(evaluated))), n, fewshot.get("sampler", "per_item"), seed, where=str(task.path))
+        for rec, shots in zip(evaluated, picks):
             own = rec.fields.get(field_name) if field_name and not lang else None
-            items.append(_item(task, rec, lang if lang else (str(own) if own is not None else None)))
+            item = _item(task, rec, lang if lang else (str(own) if own is not None else None), [records[j] for j in shots])
+            items.append(replace(item, fewshot_ids=tuple(shots)) if n else item)
     return items
 
 
 def requests_of(task: Task, items: Sequence[Item]) -> list[tuple[str, str]]:
     """The (context, continuation) score requests of multiple-choice items, choice by choice."""
     sequence = task.spec.get("scoring", "continuation") == "sequence"
-    return [("", it.context + c) if sequence else (it.context, c) for it in items for c in it.choices]
+    return [(it.prefix, it.context + c) if sequence else (it.prefix + it.context, c) for it in items for c in it.choices]
 
 
 def select_languages(task: Task, languages: Sequence[str] | None) -> list[str | None]:
@@ -122,7 +165,7 @@ def _choice_samples(task: Task, model: Model, items: list[Item], partial: Path |
         scored = [it.context + c if sequence else c for c in it.choices]
         pred_norm = _argmax([lp / max(len(text), 1) for lp, text in zip(lps, scored)])
         samples.append({
-            "language": it.language, "file": it.file, "line": it.line, "context": it.context,
+            "language": it.language, "file": it.file, "line": it.line, "context": it.prefix + it.context,
             "choices": list(it.choices), "answer": it.answer, "logprobs": lps,
             "num_tokens": [s.num_tokens for s in got], "is_greedy": [s.is_greedy for s in got],
             "pred": pred, "pred_norm": pred_norm, "acc": float(pred == it.answer), "acc_norm": float(pred_norm == it.answer),
@@ -193,6 +236,7 @@ def run(
     resume: bool | None = None,
     seed: int = 1234,
     generation: Mapping[str, Any] | None = None,
+    num_fewshot: int | None = None,
     progress: bool = False,
 ) -> Report:
     """Run a task on a model and return its :class:`Report`.
@@ -212,6 +256,8 @@ def run(
     :param resume: True: resume or fail; False: never resume; None: resume when unambiguous.
     :param seed: seeds torch before the run (recorded in the results).
     :param generation: generation parameters overriding the task's (generation and chat tasks).
+    :param num_fewshot: demonstrations per item, overriding the task's ``fewshot.num_fewshot``;
+        they are drawn with ``seed`` (see :mod:`babelplug.fewshot`).
     """
     task = task if isinstance(task, Task) else load_task(task)
     if generation:
@@ -220,6 +266,8 @@ def run(
         if task.kind == "multiple_choice":
             raise SpecError(str(task.path), "$.kind", f"generation parameters apply to generation and chat tasks; {task.name!r} is multiple_choice")
         task = Task({**task.spec, "generation": {**task.spec.get("generation", {}), **check_generation_params(generation)}}, task.path)
+    if num_fewshot is not None and num_fewshot != task.spec.get("fewshot", {}).get("num_fewshot", 0):
+        task = Task({**task.spec, "fewshot": {**task.spec.get("fewshot", {}), "num_fewshot": int(num_fewshot)}}, task.path)
     langs = select_languages(task, languages)
     if isinstance(model, Model):
         check_capabilities(task, type(model.backend))
@@ -229,7 +277,7 @@ def run(
         target = resolve(model)
         if target.backend is not None:
             check_capabilities(task, target.backend)
-    items = build_items(task, langs, data, limit)  # every record checked before any model work
+    items = build_items(task, langs, data, limit, seed)  # every record checked before any model work
     if not isinstance(model, Model):
         from .loading import load
 
@@ -258,8 +306,10 @@ def run(
             run_dir.release()  # the folder stays, for a resume
         raise
     elapsed = time.perf_counter() - started
-    for n, s in enumerate(samples):
+    for n, (s, it) in enumerate(zip(samples, items)):
         s["doc_id"] = n
+        if it.fewshot_ids:
+            s["fewshot_ids"] = list(it.fewshot_ids)
     names = task.spec["metrics"]
     groups = list(dict.fromkeys(str(s["language"] or "default") for s in samples))
     per_language = {}
@@ -273,7 +323,8 @@ def run(
         "revision": model.info.revision, "options": model.backend.options,
         "metrics": metrics, "per_language": per_language, "n_samples": len(samples),
         "languages": [str(lang or "default") for lang in langs], "limit": limit, "data": str(data) if data else None,
-        "seed": seed, "versions": versions(), "model_seconds": round(elapsed, 3),
+        "seed": seed, "split": task.spec["data"].get("split"), "num_fewshot": int(task.spec.get("fewshot", {}).get("num_fewshot", 0)),
+        "fewshot_sampler": task.spec.get("fewshot", {}).get("sampler", "per_item"), "versions": versions(), "model_seconds": round(elapsed, 3),
     }  # fmt: skip
     if task.kind == "multiple_choice":
         results["n_requests"] = sum(len(s["choices"]) for s in samples)

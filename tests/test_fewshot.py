@@ -65,3 +65,51 @@ def test_too_many_demonstrations_is_a_clear_error():
 
 def test_join_puts_the_separator_after_each_shot():
     assert join("Q&A\n\n", ["a 1", "b 2"], "\n\n", "c") == "Q&A\n\na 1\n\nb 2\n\nc"
+
+
+def _lm_eval_context(lang: str, pool: list[dict], doc: dict, shots: list[dict]) -> str:
+    """lm-eval's plain-text few-shot context for XCOPA, from its own xcopa doc_to_text/doc_to_choice."""
+    from lm_eval.tasks.xcopa import utils
+
+    text = getattr(utils, f"doc_to_text_{lang}")
+    return "".join(text(d) + " " + utils.doc_to_choice(d)[int(d["label"])] + "\n\n" for d in shots) + text(doc)
+
+
+def test_fewshot_run_records_demonstrations_and_matches_lm_eval_prompts(xglm, tmp_path):
+    import babelplug as bp
+
+    report = bp.run("xcopa", xglm, languages=["it", "th"], limit=6, num_fewshot=3, seed=1234)
+    assert report.results["num_fewshot"] == 3 and report.results["fewshot_sampler"] == "per_item"
+    for lang in ("it", "th"):
+        pool = _docs(lang)
+        rows = [s for s in report.samples if s["language"] == lang]
+        from lm_eval.api.samplers import ContextSampler
+
+        sampler = ContextSampler(pool, rnd=1234)
+        for i, row in enumerate(rows):
+            shots = list(sampler.sample(3, eval_doc=pool[i]))
+            assert [pool[j] for j in row["fewshot_ids"]] == shots  # the same demonstrations as lm-eval
+            theirs = _lm_eval_context(lang, pool, pool[i], shots)
+            if lang == "it":  # every Italian premise ends with a period: lm-eval's formulation, character for character
+                assert row["context"] == theirs
+            else:  # Thai premises have no final period: lm-eval's [:-1] deletes a real letter in each demonstration
+                assert row["context"] != theirs
+                for d in shots:
+                    assert d["premise"] in row["context"] and d["premise"] not in theirs
+    again = bp.run("xcopa", xglm, languages=["it", "th"], limit=6, num_fewshot=3, seed=1234)
+    assert [s["fewshot_ids"] for s in again.samples] == [s["fewshot_ids"] for s in report.samples]
+    flat = lambda rep: [lp for s in rep.samples for lp in s["logprobs"]]  # noqa: E731
+    assert flat(again) == pytest.approx(flat(report), abs=1e-4)
+    other = bp.run("xcopa", xglm, languages=["it"], limit=6, num_fewshot=3, seed=99)
+    assert [s["fewshot_ids"] for s in other.samples] != [s["fewshot_ids"] for s in report.samples[:6]]
+
+
+def test_too_many_demonstrations_fails_before_the_model_loads():
+    import babelplug as bp
+
+    def never():
+        raise AssertionError("the model must not load")
+
+    with pytest.raises(SpecError, match="100 demonstrations asked for, but the pool holds 100"):
+        bp.run("xcopa", never, languages=["zh"], num_fewshot=100)
+

@@ -239,7 +239,10 @@ class RunDir:
             unlock(fd)
 
     def __del__(self) -> None:  # a safety net; run() releases explicitly
-        self.release()
+        try:
+            self.release()
+        except Exception:  # at interpreter exit the descriptor may be gone already
+            pass
 
     def __enter__(self) -> RunDir:
         return self

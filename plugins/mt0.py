@@ -1,7 +1,8 @@
 """mT0 (bigscience/mt0-*): mT5 encoder-decoders fine-tuned to follow instructions.
 
 Scoring: the encoder reads the context and the decoder is scored on the
-continuation, final ``</s>`` included (see :mod:`babelplug.seq2seq`). Chat:
+continuation, as lm-evaluation-harness does by default (no final ``</s>``), or
+with the final ``</s>`` under ``score_eos=True`` (see :mod:`babelplug.seq2seq`). Chat:
 the instruction as plain text; end it clearly ("Translate to English: Je t'aime.").
 """
 

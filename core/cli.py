@@ -126,11 +126,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     # The model loads only once the task, its data and the backend's capabilities are checked.
     report = run(task, lambda: _load(args), data=args.data, languages=args.languages, limit=args.limit,
                  **where, seed=args.seed, generation=params, num_fewshot=args.num_fewshot, progress=not args.no_progress)  # fmt: skip
-    metrics = list(report.metrics)
-    print(f"{'language':<10}" + "".join(f"{m:>10}" for m in metrics) + f"{'n':>6}")
+    metrics = [m for m in report.metrics if not m.endswith("_stderr")]
+    print(f"{'language':<10}" + "".join(f"{m:>18}" for m in metrics) + f"{'n':>6}")
     for lang, row in report.per_language.items():
-        print(f"{lang:<10}" + "".join(_cell(row[m]) for m in metrics) + f"{row['n']:>6}")
-    print(f"{'all':<10}" + "".join(_cell(report.metrics[m]) for m in metrics) + f"{len(report.samples):>6}")
+        print(f"{lang:<10}" + "".join(_cell(row[m], row.get(m + "_stderr")) for m in metrics) + f"{row['n']:>6}")
+    print(f"{'all':<10}" + "".join(_cell(report.metrics[m], report.metrics.get(m + "_stderr")) for m in metrics) + f"{len(report.samples):>6}")
     print(f"results: {report.output / 'results.json'}")
 
 
@@ -151,8 +151,11 @@ def _run_folder(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": args.runs_dir or rundir.RUNS_ROOT, "resume": False if args.fresh else None}
 
 
-def _cell(value: float | None) -> str:
-    return f"{'-':>10}" if value is None else f"{value:>10.4f}"
+def _cell(value: float | None, stderr: float | None = None) -> str:
+    """A metric and its standard error (``0.5400±0.0501``), 18 characters wide; ``-`` when absent."""
+    if value is None:
+        return f"{'-':>18}"
+    return f"{f'{value:.4f}' + (f'±{stderr:.4f}' if stderr is not None else ''):>18}"
 
 
 def _score_requests(file: str) -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ from .fewshot import choose
 from .fewshot import join as fewshot_join
 from .model import Model
 from .resume import resumable
+from .stats import summarize
 from .tasks import Record, Task, load_task
 
 
@@ -144,10 +145,6 @@ def select_languages(task: Task, languages: Sequence[str] | None) -> list[str | 
     return chosen
 
 
-def _argmax(values: Sequence[float]) -> int:
-    return max(range(len(values)), key=lambda i: values[i])
-
-
 def _choice_samples(task: Task, model: Model, items: list[Item], partial: Path | None, fingerprint: str, progress: bool) -> list[dict[str, Any]]:
     scores = resumable(
         requests_of(task, items), model.score, partial, fingerprint, progress=progress, desc="score",
@@ -160,15 +157,13 @@ def _choice_samples(task: Task, model: Model, items: list[Item], partial: Path |
         got = scores[cursor : cursor + len(it.choices)]
         cursor += len(it.choices)
         lps = [s.logprob for s in got]
-        pred = _argmax(lps)
         # Normalise by the length of what was scored: the choice, or context + choice.
         scored = [it.context + c if sequence else c for c in it.choices]
-        pred_norm = _argmax([lp / max(len(text), 1) for lp, text in zip(lps, scored)])
+        row = metric_fns.choice_metrics(lps, scored, it.answer, num_tokens=[s.num_tokens for s in got])
         samples.append({
             "language": it.language, "file": it.file, "line": it.line, "context": it.prefix + it.context,
             "choices": list(it.choices), "answer": it.answer, "logprobs": lps,
-            "num_tokens": [s.num_tokens for s in got], "is_greedy": [s.is_greedy for s in got],
-            "pred": pred, "pred_norm": pred_norm, "acc": float(pred == it.answer), "acc_norm": float(pred_norm == it.answer),
+            "num_tokens": [s.num_tokens for s in got], "is_greedy": [s.is_greedy for s in got], **row,
         })  # fmt: skip
     return samples
 
@@ -199,14 +194,6 @@ def versions() -> dict[str, str]:
             out[dist] = version(dist)
         except PackageNotFoundError:
             pass
-    return out
-
-
-def _mean(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for m in names:
-        values = [r[m] for r in rows if m in r]
-        out[m] = sum(values) / len(values) if values else None
     return out
 
 
@@ -315,8 +302,8 @@ def run(
     per_language = {}
     for g in groups:
         rows = [s for s in samples if str(s["language"] or "default") == g]
-        per_language[g] = {**_mean(rows, names), "n": len(rows)}
-    metrics = _mean(samples, names)
+        per_language[g] = {**summarize(rows, names), "n": len(rows)}
+    metrics = summarize(samples, names)
     results = {
         "task": task.name, "task_hash": task.hash, "task_file": str(task.path), "kind": task.kind,
         "model": model.info.as_dict(), "backend": model.info.backend, "hub": model.info.hub,
@@ -327,6 +314,7 @@ def run(
         "fewshot_sampler": task.spec.get("fewshot", {}).get("sampler", "per_item"), "versions": versions(), "model_seconds": round(elapsed, 3),
     }  # fmt: skip
     if task.kind == "multiple_choice":
+        results["ties"] = metric_fns.tie_counts(samples)  # choices within metrics.TIE_TOL of the best: the lowest index wins
         results["n_requests"] = sum(len(s["choices"]) for s in samples)
     if run_dir:  # samples, then results, each atomically; then partial.jsonl goes and the lock is released
         run_dir.finish(

@@ -67,7 +67,11 @@ def test_run_writes_results_and_samples(xglm, tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     for key in ("metrics", "per_language", "model", "backend", "hub", "revision", "versions", "seed", "task_hash"):
         assert key in results
-    assert results["per_language"]["th"]["n"] == 10 and set(results["metrics"]) == {"acc", "acc_norm"}
+    assert results["per_language"]["th"]["n"] == 10 and set(results["metrics"]) == {"acc", "acc_norm", "acc_stderr", "acc_norm_stderr"}
+    accs = [json.loads(line)["acc"] for line in (tmp_path / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    mean = sum(accs) / len(accs)
+    assert results["metrics"]["acc_stderr"] == pytest.approx((sum((a - mean) ** 2 for a in accs) / (len(accs) - 1) / len(accs)) ** 0.5)
+    assert set(results["ties"]) >= {"ties", "ties_norm"}
     assert results["task_hash"] == bp.load_task("xcopa").hash
     samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 20 and samples[0]["language"] == "th"
@@ -87,7 +91,7 @@ def test_metrics_follow_scores(xglm, tmp_path):
 def test_interrupted_run_resumes_without_losing_work(xglm, tmp_path, monkeypatch):
     from babelplug import runner
 
-    monkeypatch.setattr(runner, "CHUNK", 8)
+    monkeypatch.setenv("BABELPLUG_CHUNK", "8")
     calls = {"n": 0}
     real_score = xglm.score
 
@@ -121,7 +125,7 @@ def test_generation_task_runs_card_prompts(xglm, tmp_path):
     assert first["output"] == xglm.generate([first["prompt"]], max_new_tokens=32)[0]
     scored = [s["chrf"] for s in report.samples if "chrf" in s]
     assert len(scored) == 1 and report.metrics["chrf"] == pytest.approx(scored[0])
-    assert report.per_language["vi"] == {"exact_match": None, "chrf": None, "n": 1}
+    assert report.per_language["vi"] == {"exact_match": None, "chrf": None, "exact_match_stderr": None, "chrf_stderr": None, "n": 1}
     assert json.loads((tmp_path / "results.json").read_text())["kind"] == "generation"
 
 

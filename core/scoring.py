@@ -41,7 +41,10 @@ def encode_pairs(backend: TransformersBackend, requests: Sequence[tuple[str, str
     chosen to spell exactly the continuation after the context's tokens, and the
     pair is marked ``resplit``: the whole text's own tokens from a clean token
     boundary near the context's end, else the continuation encoded on its own.
-    Every choice of an item keeps the same context tokens either way.
+    (The continuation's own tokens keep the choices of an item comparable: each is
+    scored on the tokens it has whatever precedes it.) Every choice keeps the same
+    context tokens either way. If neither spells it (not seen on the built-in
+    families), lm-evaluation-harness's split is kept, unmarked.
     """
     contexts, continuations = [], []
     for context, continuation in requests:

@@ -148,7 +148,7 @@ def select_languages(task: Task, languages: Sequence[str] | None) -> list[str | 
 def _choice_samples(task: Task, model: Model, items: list[Item], partial: Path | None, fingerprint: str, progress: bool) -> list[dict[str, Any]]:
     scores = resumable(
         requests_of(task, items), model.score, partial, fingerprint, progress=progress, desc="score",
-        encode=lambda s: [s.logprob, s.num_tokens, s.is_greedy], decode=lambda v: Score(*v),
+        encode=lambda s: [s.logprob, s.num_tokens, s.is_greedy, s.truncated, s.resplit], decode=lambda v: Score(*v),
         order=lambda r: (-len(r[0]), r[0], -len(r[1])),  # choices of one context stay in one chunk
     )  # fmt: skip
     sequence = task.spec.get("scoring", "continuation") == "sequence"
@@ -163,7 +163,8 @@ def _choice_samples(task: Task, model: Model, items: list[Item], partial: Path |
         samples.append({
             "language": it.language, "file": it.file, "line": it.line, "context": it.prefix + it.context,
             "choices": list(it.choices), "answer": it.answer, "logprobs": lps,
-            "num_tokens": [s.num_tokens for s in got], "is_greedy": [s.is_greedy for s in got], **row,
+            "num_tokens": [s.num_tokens for s in got], "is_greedy": [s.is_greedy for s in got],
+            "truncated": [s.truncated for s in got], "resplit": [s.resplit for s in got], **row,
         })  # fmt: skip
     return samples
 
@@ -314,6 +315,8 @@ def run(
         "fewshot_sampler": task.spec.get("fewshot", {}).get("sampler", "per_item"), "versions": versions(), "model_seconds": round(elapsed, 3),
     }  # fmt: skip
     if task.kind == "multiple_choice":
+        results["n_truncated"] = sum(t for s in samples for t in s["truncated"])  # context left-truncated to the model's length
+        results["n_resplit"] = sum(r for s in samples for r in s["resplit"])  # continuation re-split to spell it exactly
         results["ties"] = metric_fns.tie_counts(samples)  # choices within metrics.TIE_TOL of the best: the lowest index wins
         results["n_requests"] = sum(len(s["choices"]) for s in samples)
     if run_dir:  # samples, then results, each atomically; then partial.jsonl goes and the lock is released

@@ -72,6 +72,7 @@ def test_run_writes_results_and_samples(xglm, tmp_path):
     mean = sum(accs) / len(accs)
     assert results["metrics"]["acc_stderr"] == pytest.approx((sum((a - mean) ** 2 for a in accs) / (len(accs) - 1) / len(accs)) ** 0.5)
     assert set(results["ties"]) >= {"ties", "ties_norm"}
+    assert results["n_truncated"] == 0 and results["n_resplit"] == 0  # short XCOPA contexts; XGLM splits cleanly
     assert results["task_hash"] == bp.load_task("xcopa").hash
     samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 20 and samples[0]["language"] == "th"

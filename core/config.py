@@ -7,7 +7,8 @@ folder is always loaded from that folder, whatever the configuration says):
    flags ``--hub``, ``--revision``, ``--offline/--no-offline``;
 2. **per-model table** ``[models."NAME"]`` of a config file (``hub``,
    ``revision``, ``options``), matched by catalog name, alias or the reference
-   as given, case-insensitively;
+   as given, case-insensitively; for task data, the **per-task table**
+   ``[tasks."NAME"]`` (``hub``, ``revision``; see :mod:`babelplug.sources`);
 3. **environment**: ``BABELPLUG_HUB``, ``BABELPLUG_OFFLINE`` (then a true
    ``HF_HUB_OFFLINE``), ``BABELPLUG_LOCAL_ROOT``, ``HF_HUB_CACHE``,
    ``MODELSCOPE_CACHE``;
@@ -214,9 +215,17 @@ class Config:
 
     def model_table(self, names: Iterable[str]) -> tuple[str, dict[str, Setting]] | None:
         """The ``[models."NAME"]`` table for the first of ``names`` that has one (case-insensitive)."""
+        return self.table("models", names)
+
+    def task_table(self, names: Iterable[str]) -> tuple[str, dict[str, Setting]] | None:
+        """The ``[tasks."NAME"]`` table (task data settings) for the first of ``names`` that has one."""
+        return self.table("tasks", names)
+
+    def table(self, section: str, names: Iterable[str]) -> tuple[str, dict[str, Setting]] | None:
+        """The ``[SECTION."NAME"]`` table for the first of ``names`` that has one (case-insensitive)."""
         tables: dict[str, dict[str, Setting]] = {}
         for key, setting in self.values.items():
-            if key[0] == "models" and len(key) >= 3:
+            if key[0] == section and len(key) >= 3:
                 tables.setdefault(key[1], {})[".".join(key[2:])] = setting
         lowered = {name.lower(): name for name in tables}
         for name in names:
@@ -226,7 +235,7 @@ class Config:
         return None
 
     def pick(self, key: str, argument: Any = None, model: Mapping[str, Setting] | None = None) -> Setting:
-        """Effective ``key``: argument > per-model table > environment > file > default."""
+        """Effective ``key``: argument > per-model (or per-task) table > environment > file > default."""
         if argument is not None:
             return Setting(argument, "argument")
         if model and key in model:
@@ -239,7 +248,8 @@ class Config:
     def rows(self) -> list[tuple[str, Setting]]:
         """Every set or defaulted key with its setting, for display."""
         merged = {k: Setting(v, "default") for k, v in DEFAULTS.items()} | self.values
-        return [(_display(k), merged[k]) for k in sorted(merged, key=lambda k: (k[0] == "models", len(k) > 1, k))]
+        order = {"models": 1, "tasks": 2}
+        return [(_display(k), merged[k]) for k in sorted(merged, key=lambda k: (order.get(k[0], 0), len(k) > 1, k))]
 
 
 def load_config(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Config:

@@ -96,11 +96,21 @@ class InputTooLargeError(RequestError):
 
 
 class DataError(BabelplugError):
-    """A data record is malformed: names ``file:line`` and the field."""
+    """A data record is malformed: names ``file:line`` and the field (``line=None``: the whole file, e.g. a column)."""
 
-    def __init__(self, file: str, line: int, field: str, message: str):
+    def __init__(self, file: str, line: int | None, field: str, message: str):
         self.file, self.line, self.field = file, line, field
-        super().__init__(f"{file}:{line}: field {field!r}: {message}")
+        where = f"{file}:{line}" if line is not None else file
+        super().__init__(f"{where}: field {field!r}: {message}")
+
+
+class DataSourceError(BabelplugError):
+    """A task's data cannot be found or read: a missing file, a dataset not in the hub cache
+    (offline), an unknown dataset id, subset or split, an unreadable format, or no records.
+
+    The message names the task, language and split, and the file or the hub, dataset id,
+    subset, revision and cache searched.
+    """
 
 
 class CapabilityError(BabelplugError):

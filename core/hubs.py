@@ -282,12 +282,13 @@ class HuggingFaceHub(Hub):
         return Setting(Path(constants.HF_HUB_CACHE), "default (huggingface_hub: HF_HOME or ~/.cache/huggingface/hub)")
 
     @staticmethod
-    def repo_dir(cache: Path, repo_id: str) -> Path:
-        return cache / ("models--" + repo_id.replace("/", "--"))
+    def repo_dir(cache: Path, repo_id: str, kind: str = "model") -> Path:
+        """``models--org--name`` (``kind="dataset"``: ``datasets--org--name``) under ``cache``."""
+        return cache / (f"{kind}s--" + repo_id.replace("/", "--"))
 
-    def snapshot(self, cache: Path, repo_id: str, revision: str) -> Path | None:
+    def snapshot(self, cache: Path, repo_id: str, revision: str, kind: str = "model") -> Path | None:
         """The cached snapshot for ``revision`` (a ref name or a commit), without any library call."""
-        repo = self.repo_dir(cache, repo_id)
+        repo = self.repo_dir(cache, repo_id, kind)
         ref = repo / "refs" / revision
         try:
             commit = ref.read_text(encoding="ascii").strip() if ref.is_file() else revision
@@ -352,17 +353,20 @@ class ModelScopeHub(Hub):
         return found or Setting(Path("~/.cache/modelscope").expanduser(), "default (modelscope)")
 
     @staticmethod
-    def snapshot(cache: Path, repo_id: str, revision: str) -> Path | None:
-        """Where modelscope 1.40 finds ``repo_id`` offline, in its own order, without importing it."""
+    def snapshot(cache: Path, repo_id: str, revision: str, kind: str = "model") -> Path | None:
+        """Where modelscope 1.40 finds ``repo_id`` offline, in its own order, without importing it.
+
+        ``kind="dataset"``: the same layouts with ``datasets`` in place of ``models``.
+        """
         owner, _, name = repo_id.partition("/")
-        models, safe = cache / "models", name.replace(".", "___")
+        models, safe = cache / f"{kind}s", name.replace(".", "___")
         if name and not (_filled(models / f"{owner}--{name}") or _filled(models / owner / safe)):
             for old in (cache / owner / name, cache / owner / safe, cache / "hub" / owner / name,
                         cache / "hub" / owner / safe, models / owner / name):  # fmt: skip
                 if _filled(old):
                     return old
         if name:
-            for old in (models / owner / safe, cache / "hub" / "models" / owner / safe):
+            for old in (models / owner / safe, cache / "hub" / f"{kind}s" / owner / safe):
                 if _filled(old):
                     return old
         current = models / repo_id.replace("/", "--") / "snapshots" / revision

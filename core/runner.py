@@ -105,18 +105,25 @@ def _item(task: Task, rec: Record, language: str | None, shots: Sequence[Record]
     return Item(**where, context=task.render(prompt["context"], rec), choices=choices, answer=answer, prefix=prefix)
 
 
-def build_items(task: Task, languages: Sequence[str | None], data: str | os.PathLike[str] | None, limit: int | None, seed: int = 1234) -> list[Item]:
+def build_items(task: Task, languages: Sequence[str | None], data: str | os.PathLike[str] | None, limit: int | None, seed: int = 1234,
+                *, split: str | None = None, hub: str | None = None, offline: bool | None = None) -> list[Item]:  # fmt: skip
     """Render every record of every selected language (all checked before any model call).
+
+    ``split`` (default: the task's), ``hub`` (a hub picked for the data) and ``offline``
+    choose where records come from: see :func:`babelplug.sources.load_records`.
 
     With ``fewshot.num_fewshot`` > 0, each item gets demonstrations from the rest of
     its language's split (see :mod:`babelplug.fewshot`).
     """
+    from .sources import load_records
+
     field_name = task.spec.get("language_field")
     fewshot = task.spec.get("fewshot", {})
     n = int(fewshot.get("num_fewshot", 0))
     items = []
-    for lang, file in task.data_files(languages, data):
-        records = list(task.records(lang, file, None if n else limit))
+    task.check_data_override(languages, data)
+    for lang in languages:
+        records = load_records(task, lang, split, data=data, hub=hub, offline=offline, limit=None if n else limit)
         evaluated = records[:limit] if limit is not None else records
         picks = choose(len(records), list(range(len(evaluated))), n, fewshot.get("sampler", "per_item"), seed, where=str(task.path))
         for rec, shots in zip(evaluated, picks):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import templates
-from .errors import DataError, OptionError, SpecError, UnknownTaskError
+from .errors import DataError, DataSourceError, OptionError, SpecError, UnknownTaskError
 from .schemas import read_json, schema, validate
 
 
@@ -30,8 +30,14 @@ class Record:
 
     language: str | None
     file: str
+    """The data file, or ``HUB:DATASET/SUBSET:SPLIT`` for a hub dataset."""
     line: int
+    """1-based line of the record in its file (JSONL, JSON, CSV), or 1-based row (Parquet, hubs)."""
     fields: Mapping[str, Any]
+    index: int = -1
+    """0-based position of the record within its split, stable across runs."""
+    split: str | None = None
+    """The babelplug split the record belongs to (``validation``, ``test``...)."""
 
 
 @dataclass(frozen=True)
@@ -70,43 +76,61 @@ class Task:
         except templates.TemplateError as exc:
             raise DataError(record.file, record.line, "-", f"cannot render {template!r}: {exc}") from None
 
-    def data_files(self, languages: Sequence[str | None], data: str | os.PathLike[str] | None = None) -> list[tuple[str | None, Path]]:
-        """The data file of each language (``data`` overrides the task's path)."""
-        raw = os.fspath(data) if data is not None else self.spec["data"]["path"]
+    def split_name(self, split: str | None, where: str = "path") -> str | None:
+        """The name of babelplug split ``split`` at ``where`` (``"path"`` or a hub name), through ``data.splits``."""
+        mapped = self.spec["data"].get("splits", {}).get(split or "")
+        if isinstance(mapped, Mapping):
+            mapped = mapped.get(where)
+        return mapped if isinstance(mapped, str) else split
+
+    def subset(self, language: str | None) -> str | None:
+        """The hub subset (config name) of ``language``: ``data.subset`` with ``{language}`` filled, or its mapping."""
+        from .datafiles import fill
+
+        subset = self.spec["data"].get("subset")
+        if isinstance(subset, Mapping):
+            return subset.get(language or "", language)
+        return None if subset is None else fill(subset, {"language": language}, str(self.path), "$.data.subset")
+
+    def data_file(self, language: str | None, split: str | None, data: str | os.PathLike[str] | None = None) -> Path:
+        """The local data file of one language and split: ``data`` (relative to the current folder), else ``data.path``."""
+        from .datafiles import fill
+
+        raw = os.fspath(data) if data is not None else self.spec["data"].get("path")
+        if raw is None:
+            ids = ", ".join(f"{h}: {i}" for h, i in self.spec["data"].get("hub", {}).items())
+            raise DataSourceError(f"task {self.name!r} has no local data file (data.path); its data is on the hubs ({ids})")
         base = Path.cwd() if data is not None else self.path.parent
-        if data is not None and "{language}" not in raw and len(languages) > 1:
+        values = {"language": language or "", "split": self.split_name(split, "path"), "subset": self.subset(language)}
+        source, where = (raw, "data argument") if data is not None else (str(self.path), "$.data.path")
+        return (base / fill(raw, values, source, where)).resolve()
+
+    def check_data_override(self, languages: Sequence[str | None], data: str | os.PathLike[str] | None) -> None:
+        """One ``data`` file given for several languages needs ``{language}`` in its path."""
+        if data is not None and "{language}" not in os.fspath(data) and len(languages) > 1:
             raise SpecError(
-                str(raw), "$", f"one data file given for {len(languages)} languages of task {self.name!r}: "
+                os.fspath(data), "$", f"one data file given for {len(languages)} languages of task {self.name!r}: "
                 "select one language, or put '{language}' in the path"
-            )
-        return [(lang, (base / raw.replace("{language}", lang or "")).resolve()) for lang in languages]
+            )  # fmt: skip
 
-    def records(self, language: str | None, file: Path, limit: int | None = None) -> Iterator[Record]:
-        """Records of one data file, each checked against the task's record schema."""
-        from jsonschema import Draft202012Validator
+    def data_files(
+        self, languages: Sequence[str | None], data: str | os.PathLike[str] | None = None, split: str | None = None
+    ) -> list[tuple[str | None, Path]]:  # fmt: skip
+        """The local data file of each language for ``split`` (default ``data.split``; ``data`` overrides the task's path)."""
+        self.check_data_override(languages, data)
+        split = split or self.spec["data"].get("split")
+        return [(lang, self.data_file(lang, split, data)) for lang in languages]
 
-        if not file.is_file():
-            raise DataError(str(file), 0, "-", f"data file of task {self.name!r} not found")
-        validator = Draft202012Validator(self.spec["record_schema"])
-        count = 0
-        with file.open(encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                if limit is not None and count >= limit:
-                    return
-                try:
-                    fields = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(str(file), lineno, "-", f"invalid JSON: {exc.msg}") from None
-                for err in validator.iter_errors(fields):
-                    field = ".".join(map(str, err.absolute_path))
-                    if err.validator == "required":
-                        missing = [k for k in err.validator_value if k not in err.instance]
-                        field = ".".join([*map(str, err.absolute_path), missing[0]]) if missing else field
-                    raise DataError(str(file), lineno, field or "-", err.message)
-                count += 1
-                yield Record(language, str(file), lineno, fields)
+    def records(self, language: str | None, file: Path, limit: int | None = None, split: str | None = None) -> Iterator[Record]:
+        """Records of one local data file (JSONL, JSON, CSV, Parquet), each checked against the task's record schema.
+
+        :func:`babelplug.sources.load_records` is the entry point that also reads hub datasets.
+        """
+        from .datafiles import Checker, read_rows
+
+        rows = read_rows(Path(file), Checker(self.spec["record_schema"]), limit, f"data file of task {self.name!r}")
+        for index, (line, fields) in enumerate(rows):
+            yield Record(language, str(file), line, fields, index, split or self.spec["data"].get("split"))
 
 
 def prompt_templates(spec: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -226,10 +226,28 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    from .loading import download
+    """A task's hub data (its languages' subsets) or a model's weights, into the hub cache.
 
-    target, path = download(args.model, hub=args.hub, revision=args.revision, offline=args.offline)
-    print(f"{target.name}: hub {target.hub}, revision {target.revision}: {path}")
+    NAME is a task when it is a registered task or a task JSON file, else a model; a
+    name that is both needs --task or --model.
+    """
+    from .manager import registry
+
+    reg = registry()
+    is_task = args.name in reg.tasks or args.name.endswith(".json")
+    kind = args.kind or ("task" if is_task else "model")
+    if args.kind is None and is_task and reg.lookup_model(args.name) is not None:
+        raise BabelplugError(f"{args.name!r} is both a task and a model: pass --task or --model")
+    if kind == "model":
+        from .loading import download
+
+        target, path = download(args.name, hub=args.hub, revision=args.revision, offline=args.offline)
+        print(f"{target.name}: hub {target.hub}, revision {target.revision}: {path}")
+        return
+    from .sources import download_data
+
+    for lang, src, n in download_data(args.name, args.languages, args.split, hub=args.hub, revision=args.revision, offline=args.offline):
+        print(f"{lang or '-'}: {src.label} @ {src.ref.revision if src.ref else '-'}: {n} records")
 
 
 def cmd_config_show(args: argparse.Namespace) -> None:
@@ -368,8 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-prompt", action="store_true", help="print the formatted prompt instead of replying")
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("download", help="fetch a model into its hub's cache (catalog name or hub id)")
-    p.add_argument("model", help="catalog name or alias, or an id on the hub")
+    p = sub.add_parser("download", help="fetch a model's weights or a task's data into the hub cache")
+    p.add_argument("name", metavar="NAME", help="task name or task JSON file, model catalog name or alias, or a model id on the hub")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--task", dest="kind", action="store_const", const="task", help="NAME is a task")
+    which.add_argument("--model", dest="kind", action="store_const", const="model", help="NAME is a model")
+    p.add_argument("--languages", "-l", nargs="+", help="task languages to fetch and check (default: all)")
+    p.add_argument("--split", help="task split to check (default: the task's; the whole dataset is fetched)")
     _add_hub_args(p)
     p.set_defaults(func=cmd_download)
 
@@ -395,20 +418,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit status when the reader of stdout went away (``babelplug models | head -1``): 128 + SIGPIPE, as git and coreutils.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        args.func(args)
-    except BabelplugError as exc:
-        if args.debug:
-            raise
-        print(f"babelplug: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("babelplug: interrupted", file=sys.stderr)
-        return 130
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        try:
+            args.func(args)
+        except BabelplugError as exc:
+            if args.debug:
+                raise
+            print(f"babelplug: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("babelplug: interrupted", file=sys.stderr)
+            return 130
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
     return 0
+
+
+def _drop_stdout() -> None:
+    """Point stdout at the null device, so that no later flush fails on the closed pipe (Python's recipe)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (captured): nothing to protect
+        pass
 
 
 if __name__ == "__main__":

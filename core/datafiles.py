@@ -66,6 +66,10 @@ class Checker:
             raise DataError(file, line, field or "-", err.message)
         return fields
 
+    def without_nulls(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """A columnar row (Parquet, hub datasets) without the nulls its schema does not accept: missing values."""
+        return {k: v for k, v in fields.items() if v is not None or (k in self._props and self._props[k].is_valid(None))}
+
     def check_columns(self, columns: Iterable[str], file: str, line: int | None = None) -> None:
         """Every required field is a column (CSV header, Parquet schema, hub dataset)."""
         have = list(columns)
@@ -214,4 +218,4 @@ def _parquet(path: Path, checker: Checker) -> Iterator[Row]:
     for batch in parquet.iter_batches(batch_size=1024):
         for fields in batch.to_pylist():
             row += 1
-            yield row, fields
+            yield row, checker.without_nulls(fields)

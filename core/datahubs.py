@@ -220,4 +220,4 @@ def rows(hub: Hub, ref: DatasetRef, checker: Checker, limit: int | None, offline
     if limit is not None and limit < len(split):
         split = split.select(range(limit))
     for row, fields in enumerate(split, 1):
-        yield row, checker.check(dict(fields), ref.label, row)
+        yield row, checker.check(checker.without_nulls(fields), ref.label, row)

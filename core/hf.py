@@ -41,6 +41,7 @@ TRANSFORMERS_OPTIONS: dict[str, Any] = {
         "load_in_8bit": {"type": "boolean", "description": "The model cards' spelling of quantization='8bit'."},
         "load_in_4bit": {"type": "boolean", "description": "Spelling of quantization='4bit'."},
         "trust_remote_code": {"type": "boolean", "description": "Run code shipped in the model folder (off unless you opt in)."},
+        "allow_pickle": {"type": "boolean", "description": "Load pickle weights (pytorch_model*.bin) when the folder has no safetensors; pickles can run code (off unless you opt in)."},
         "chat_format": {"type": "string", "description": "A registered chat format, or 'template'."},
         **LIMIT_OPTIONS,
     },
@@ -139,10 +140,11 @@ class TransformersBackend(Backend):
 
     @classmethod
     def load(cls, path: Path, **options: Any) -> TransformersBackend:
+        from .checks import check_folder, load_failure
+
         path = Path(path)
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path}: not a model folder (no config.json)")
         cls.validate_options(options)
+        weights = check_folder(path, options, cls.name, cls.default_chat_format)  # config, weights, devices: no weights read
         import torch
         import transformers
 
@@ -155,13 +157,15 @@ class TransformersBackend(Backend):
                 f"(config.json vocab_size) has {vocab}: tokenizer and weights do not belong together"
             )
         try:
-            model = getattr(transformers, cls.auto_class).from_pretrained(path, **cls.model_kwargs(options))
+            model = getattr(transformers, cls.auto_class).from_pretrained(path, **cls.model_kwargs(options), **weights.from_pretrained_kwargs())
         except Exception as exc:
             if "device disk is invalid" in str(exc):  # transformers 4.57 cannot put *every* weight on disk
                 raise ModelLoadError(
                     f"{path}: max_memory leaves no room in memory, so device_map='auto' would offload the whole model "
                     "to disk, which transformers cannot load; allow at least the embeddings in memory"
                 ) from None
+            if load_failure(weights, exc):  # a corrupt weight file: name it
+                raise load_failure(weights, exc) from None
             raise
         if "device" in options and "device_map" not in options and not quantization(options):
             model.to(options["device"])

@@ -6,7 +6,6 @@ option) is found before any weights are read.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,18 +50,18 @@ def backend_class(reg: Registry, name: str) -> type[Backend]:
 
 
 def model_type(path: Path) -> str | None:
-    """``model_type`` from a folder's ``config.json``, if readable."""
-    try:
-        return json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError):
-        return None
+    """``model_type`` from a folder's ``config.json`` (None if absent or unset); ModelLoadError if it is broken JSON."""
+    from .checks import read_config
+
+    kind = (read_config(path) or {}).get("model_type")
+    return kind if isinstance(kind, str) else None
 
 
 def detect_backend(reg: Registry, path: Path) -> type[Backend]:
     """The one backend that declares the folder's ``model_type``."""
-    kind = model_type(path)
-    if kind is None:
-        raise ModelLoadError(f"{path}: not a model folder (no readable config.json with a model_type)")
+    from .checks import require_config
+
+    kind = require_config(path)["model_type"]  # names a missing config.json, broken JSON or a missing model_type
     found = [cls for cls in reg.backends.values() if kind in cls.model_types]
     if len(found) != 1:
         which = "no backend declares" if not found else "several backends (" + ", ".join(c.name for c in found) + ") declare"

@@ -40,8 +40,11 @@ def check_texts(texts: Any, what: str) -> list[str]:
 
 
 def check_generation_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate generation parameters against ``specs/generation.schema.json``."""
+    """Validate generation parameters against ``specs/generation.schema.json`` (and ``first_token_script``'s script)."""
+    from .checks import check_script
+
     validate(dict(params), schema("generation"), "generation parameters", OptionError)
+    check_script(params)
     return dict(params)
 
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from babelplug.checks import check_folder, read_config
 from babelplug.errors import MissingDependencyError, ModelLoadError, OptionError
 from babelplug.hf import TRANSFORMERS_OPTIONS, TransformersBackend, cut_at_stop, installed
 from babelplug.hookspecs import hookimpl
@@ -101,7 +102,7 @@ class PolyLMBackend(TransformersBackend):
     def load(cls, path: Path, **options: Any) -> PolyLMBackend:
         path = Path(path)
         cls.validate_options(options)
-        config = json.loads((path / "config.json").read_text(encoding="utf-8")) if (path / "config.json").is_file() else {}
+        config = read_config(path) or {}  # broken JSON: a ModelLoadError naming line and column
         if config.get("auto_map"):
             if not options.get("trust_remote_code"):
                 raise ModelLoadError(
@@ -111,6 +112,7 @@ class PolyLMBackend(TransformersBackend):
             provide_sequence_summary()
         if options.get("engine") != "modelscope":
             return super().load(path, **options)  # type: ignore[return-value]
+        check_folder(path, options, cls.name, cls.default_chat_format)  # weights, pickle policy, devices
         check_pipeline_configuration(path)
         from modelscope.pipelines import pipeline
         from modelscope.utils.constant import Tasks

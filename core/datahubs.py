@@ -20,7 +20,6 @@ configured ``timeout`` instead of the libraries' retries.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,12 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from .datafiles import Checker, Row
 from .errors import DataSourceError, close_matches
-from .hubs import Hub, HuggingFaceHub, ModelScopeHub, network_timeout, require, unreachable
+from .hubs import Hub, HuggingFaceHub, ModelScopeHub, network_timeout, require
 
 if TYPE_CHECKING:
     import datasets
 
-log = logging.getLogger("babelplug.data")
 
 #: Hub classes that serve datasets (subclasses included).
 DATASET_HUBS: tuple[type[Hub], ...] = (HuggingFaceHub, ModelScopeHub)
@@ -119,19 +117,9 @@ def snapshot(hub: Hub, ref: DatasetRef, offline: bool) -> Path:
 
 
 def _use_network(hub: Hub, ref: DatasetRef, offline: bool, cached: bool) -> bool:
-    """Whether to let the library go online; raise at once when neither network nor cache can serve."""
-    if offline:
-        if not cached:
-            raise not_cached(hub, ref, "offline: no network call made")
-        return False
-    url = hub.endpoint()
-    reason = unreachable(url, network_timeout()) if url else None
-    if reason is None:
-        return True
-    if not cached:
-        raise not_cached(hub, ref, f"{url} is unreachable: {reason}")
-    log.warning("%s: %s is unreachable (%s); using the cached snapshot", ref.describe(), url, reason)
-    return False
+    """Whether to let the library go online (the hubs' own rule, with the dataset's cache-miss error)."""
+    return hub.use_network(ref.dataset, ref.revision, offline, cached,
+                           miss=lambda why: not_cached(hub, ref, why), label=f"snapshot of {ref.describe()}")  # fmt: skip
 
 
 def _fetch(ref: DatasetRef, online: bool, cache: Path, download: Any) -> Path:

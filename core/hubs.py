@@ -181,19 +181,25 @@ class Hub(ABC):
             f"({why}; cache searched: {self.cache_root()}){have}"
         )
 
-    def use_network(self, repo_id: str, revision: str | None, offline: bool, cached: bool) -> bool:
-        """Whether to call the hub's library online; raise at once when neither network nor cache can serve."""
+    def use_network(self, repo_id: str, revision: str | None, offline: bool, cached: bool, *,
+                    miss: Callable[[str], Exception] | None = None, label: str | None = None) -> bool:  # fmt: skip
+        """Whether to call the hub's library online; raise at once when neither network nor cache can serve.
+
+        ``miss(why)`` builds the cache-miss error (default :meth:`not_cached`); ``label``
+        names what was found cached in the warning (default ``repo_id@revision``).
+        """
+        miss = miss or (lambda why: self.not_cached(repo_id, revision, why))
         if offline:
             if not cached:
-                raise self.not_cached(repo_id, revision, "offline: no network call made")
+                raise miss("offline: no network call made")
             return False
         url = self.endpoint()
         reason = unreachable(url, network_timeout()) if url else None
         if reason is None:
             return True
         if not cached:
-            raise self.not_cached(repo_id, revision, f"{url} is unreachable: {reason}")
-        log.warning("hub %r: %s is unreachable (%s); using the cached %s@%s", self.name, url, reason, repo_id, revision)
+            raise miss(f"{url} is unreachable: {reason}")
+        log.warning("hub %r: %s is unreachable (%s); using the cached %s", self.name, url, reason, label or f"{repo_id}@{revision}")
         return False
 
     def endpoint(self) -> str | None:
